@@ -1,0 +1,1 @@
+"""The nstored side: the NetCDF storage engine, the server loop, journal and CLI."""
