@@ -20,7 +20,7 @@ from nstore.protocol.api import StorageDriver, StorageVariable
 from nstore.protocol.errors import UnsupportedTypeError
 from nstore.protocol.paths import normalize_path, split_path
 from nstore.protocol.units import converter
-from nstore.protocol.values import type_name
+from nstore.protocol.values import check_storable_type, type_name
 
 from .kinds import KINDS, TEXT, Signature, check_compatible, encode, signature
 
@@ -404,28 +404,6 @@ def _variable_path(path: str) -> str:
     if not path:
         raise ValueError("a variable needs a name; the root '/' is a directory")
     return path
-
-
-def check_storable_type(py_type: Any, path: str) -> None:
-    """TypeError naming ``py_type`` and ``path`` unless nstore can store values of it."""
-    if isinstance(py_type, type):
-        if py_type in (int, float, bool, str, list, tuple, dict, np.ndarray):
-            return
-        if issubclass(py_type, np.generic) and np.dtype(py_type).kind in "biuf":
-            return
-        if py_type.__module__.startswith("pint") and py_type.__name__ == "Quantity":
-            return
-        name = type_name(py_type.__new__(py_type)) if False else _class_name(py_type)
-    else:
-        name = repr(py_type)
-    raise UnsupportedTypeError(name, path)
-
-
-def _class_name(cls: type) -> str:
-    if cls.__module__ == "builtins":
-        return cls.__qualname__
-    prefix = "numpy" if cls.__module__.startswith("numpy") else cls.__module__
-    return f"{prefix}.{cls.__qualname__}"
 
 
 def _text_cell(text: str, shape: tuple) -> np.ndarray:

@@ -37,6 +37,10 @@ class StorageDriver(abc.ABC):
     def read_variable(self, path: str, index: int | slice | None = None) -> Any:
         """The whole variable, one entry (int) or several (slice) of an appendable one."""
 
+    @abc.abstractmethod
+    def variable_info(self, path: str) -> dict:
+        """``{appendable, io_type, type, shape, length, unit}`` of a stored variable; KeyError if absent."""
+
     # --- directories and metadata ---------------------------------------------
     @abc.abstractmethod
     def get_directory(self, path: str, create: bool = True) -> str:

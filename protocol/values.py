@@ -194,3 +194,18 @@ def _unpack_array(inner: Any, buffers: list) -> np.ndarray:
             f"array of shape {tuple(shape)} and dtype {dtype} needs {count * dtype.itemsize} bytes, got {len(data)}"
         )
     return np.frombuffer(data, dtype=dtype).reshape(tuple(shape))
+
+
+def check_storable_type(py_type: Any, path: str) -> None:
+    """UnsupportedTypeError (a TypeError) naming ``py_type`` and ``path`` unless it is a contract type."""
+    if isinstance(py_type, type):
+        if py_type in (int, float, bool, str, list, tuple, dict, np.ndarray):
+            return
+        if issubclass(py_type, np.generic) and np.dtype(py_type).kind in ARRAY_KINDS:
+            return
+        if py_type.__module__.startswith("pint") and py_type.__name__ == "Quantity":
+            return
+        module = py_type.__module__
+        prefix = "" if module == "builtins" else ("numpy." if module.startswith("numpy") else f"{module}.")
+        raise UnsupportedTypeError(f"{prefix}{py_type.__qualname__}", path)
+    raise UnsupportedTypeError(repr(py_type), path)

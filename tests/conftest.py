@@ -1,12 +1,29 @@
-"""Shared fixtures: a store factory parametrized over both drivers."""
+"""Shared fixtures: a store factory parametrized over both drivers, and real daemons."""
 
 from __future__ import annotations
 
 import pytest
 
-from nstore import NetCDFIODriver, StorageInterface
+from nstore import NetCDFIODriver, StorageInterface, connect
 
-DRIVERS = ["inprocess"]
+from daemons import Daemon
+
+DRIVERS = ["inprocess", "remote"]
+
+
+@pytest.fixture
+def daemon_factory():
+    """``daemon_factory(file, *args)`` -> a running :class:`Daemon`; all are stopped by PID at teardown."""
+    started: list[Daemon] = []
+
+    def _start(file_name, *args: str, **kwargs) -> Daemon:
+        daemon = Daemon(str(file_name), *args, **kwargs)
+        started.append(daemon)
+        return daemon
+
+    yield _start
+    for daemon in started:
+        daemon.stop()
 
 
 @pytest.fixture(params=DRIVERS)
@@ -15,17 +32,24 @@ def driver_kind(request) -> str:
 
 
 @pytest.fixture
-def open_store(tmp_path, driver_kind):
-    """``open_store(name="run.nc", **driver_kwargs)`` -> StorageInterface on a file in tmp_path.
+def open_store(tmp_path, driver_kind, daemon_factory):
+    """``open_store(name="run.nc")`` -> StorageInterface on a file in tmp_path, through either driver.
 
-    Call it again with the same name to reopen (close the previous store first).
-    Every store it made is closed at teardown.
+    For the remote driver a daemon is started for the file; closing the store
+    also stops that daemon, so after ``store.close()`` the file can be opened
+    with netCDF4 directly, and calling ``open_store(name)`` again reopens it
+    (through a fresh daemon). Every store is closed at teardown.
     """
     opened: list[StorageInterface] = []
 
-    def _open(name: str = "run.nc", **kwargs) -> StorageInterface:
+    def _open(name: str = "run.nc") -> StorageInterface:
         path = str(tmp_path / name)
-        driver = NetCDFIODriver(path, **kwargs)
+        if driver_kind == "inprocess":
+            driver = NetCDFIODriver(path)
+        else:
+            daemon = daemon_factory(path)
+            driver = connect(daemon.endpoint, timeout=30)
+            _stop_daemon_on_close(driver, daemon)
         store = StorageInterface(driver)
         opened.append(store)
         return store
@@ -36,3 +60,13 @@ def open_store(tmp_path, driver_kind):
             store.close()
         except Exception:
             pass
+
+
+def _stop_daemon_on_close(driver, daemon: Daemon) -> None:
+    close = driver.close
+
+    def close_and_stop() -> None:
+        close()
+        daemon.stop()
+
+    driver.close = close_and_stop

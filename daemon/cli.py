@@ -1,0 +1,170 @@
+"""``nstored``: serve, start, stop and inspect the daemon that owns a NetCDF file.
+
+    nstored serve FILE [--endpoint E]     foreground, logs to stderr
+    nstored start FILE [--endpoint E]     background; returns once it accepts connections
+    nstored stop FILE | --endpoint E      drain, checkpoint, close, wait for exit
+    nstored status FILE | --endpoint E [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from nstore.protocol.endpoints import pid_alive, read_lock, real_path
+
+START_TIMEOUT_S = 30.0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .lock import AlreadyServedError
+    from .server import Server
+
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s nstored[%(process)d] %(levelname)s %(message)s")
+    try:
+        server = Server(args.file, args.endpoint)
+    except AlreadyServedError as exc:
+        print(f"nstored: {exc}", file=sys.stderr)
+        return 3
+    except (OSError, ValueError, PermissionError) as exc:
+        print(f"nstored: cannot serve {args.file}: {exc}", file=sys.stderr)
+        return 2
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: server.stop())
+    print(f"nstored: serving {server.file_name} on {server.endpoint}", file=sys.stderr, flush=True)
+    server.serve_forever()
+    return 0
+
+
+def _start(args: argparse.Namespace) -> int:
+    file_name = real_path(args.file)
+    log_path = args.log or file_name + ".nstored.log"
+    command = [sys.executable, "-m", "nstore.daemon.cli", "serve", file_name, "--log-level", args.log_level]
+    if args.endpoint:
+        command += ["--endpoint", args.endpoint]
+    with open(log_path, "ab") as log_file:
+        child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+                                 start_new_session=True, close_fds=True)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        code = child.poll()
+        if code is not None:
+            print(f"nstored: daemon for {file_name} exited with code {code}; log {log_path}:", file=sys.stderr)
+            print(_tail(log_path), file=sys.stderr)
+            return code or 1
+        info = read_lock(file_name)
+        if info and info.get("pid") == child.pid and _answers(info["endpoint"]):
+            print(info["endpoint"])
+            return 0
+        time.sleep(0.05)
+    child.terminate()
+    print(f"nstored: daemon for {file_name} did not accept connections within {START_TIMEOUT_S:.0f} s; log {log_path}",
+          file=sys.stderr)
+    return 1
+
+
+def _answers(endpoint: str) -> bool:
+    from .control import query
+
+    try:
+        query(endpoint, "status", timeout=1.0)
+        return True
+    except (ConnectionError, TimeoutError):
+        return False
+
+
+def _target_endpoint(args: argparse.Namespace) -> str | None:
+    if args.endpoint:
+        return args.endpoint
+    info = read_lock(args.file) if args.file else None
+    return info["endpoint"] if info else None
+
+
+def _stop(args: argparse.Namespace) -> int:
+    from .control import query
+
+    endpoint = _target_endpoint(args)
+    if endpoint is None:
+        print(f"nstored: no daemon serves {args.file}", file=sys.stderr)
+        return 1
+    try:
+        pid = query(endpoint, "shutdown", timeout=args.timeout)["pid"]
+    except (ConnectionError, TimeoutError) as exc:
+        print(f"nstored: {exc}", file=sys.stderr)
+        return 1
+    deadline = time.monotonic() + args.timeout
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if pid_alive(pid):
+        print(f"nstored: pid {pid} still running after {args.timeout:.0f} s", file=sys.stderr)
+        return 1
+    print(f"nstored: stopped pid {pid}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from .control import query
+
+    endpoint = _target_endpoint(args)
+    if endpoint is None:
+        print(f"nstored: no daemon serves {args.file}", file=sys.stderr)
+        return 1
+    try:
+        status = query(endpoint, "status", timeout=args.timeout)
+    except (ConnectionError, TimeoutError) as exc:
+        print(f"nstored: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(status, indent=2, sort_keys=True))
+    else:
+        for key in ("pid", "file", "endpoint", "uptime_s", "clients_seen", "ops_per_s", "queue_depth", "bytes_written"):
+            print(f"{key:>14}: {status[key]}")
+        ops = ", ".join(f"{k}={v}" for k, v in sorted(status["ops_applied"].items())) or "none"
+        print(f"{'ops_applied':>14}: {ops}")
+    return 0
+
+
+def _tail(path: str, lines: int = 20) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return "".join(fh.readlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nstored", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, func, needs_file in (("serve", _serve, True), ("start", _start, True),
+                                   ("stop", _stop, False), ("status", _status, False)):
+        p = sub.add_parser(name)
+        p.add_argument("file", nargs=None if needs_file else "?", help="the NetCDF file")
+        p.add_argument("--endpoint", help="ZeroMQ endpoint (default: the file's ipc socket)")
+        p.set_defaults(func=func)
+        if name in ("serve", "start"):
+            p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+        if name == "start":
+            p.add_argument("--log", help="log file (default: FILE.nstored.log)")
+        if name in ("stop", "status"):
+            p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait")
+        if name == "status":
+            p.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command in ("stop", "status") and not (args.file or args.endpoint):
+        build_parser().error(f"{args.command} needs FILE or --endpoint")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

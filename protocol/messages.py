@@ -1,0 +1,115 @@
+"""Requests and replies: the message schema both sides check.
+
+A request is ``pack({"v": version, "id": n, "client": str, "ops": [[op, path, args], ...]})``
+(one op for a synchronous call, many for a pipelined batch); the reply is
+``pack({"id": n, "results": [[True, value] | [False, error], ...]})`` with one
+result per op, in order. Array buffers ride as extra frames (see values.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Sequence
+
+from . import PROTOCOL_VERSION
+from .errors import ProtocolError, error_to_wire
+from .values import pack, unpack
+
+MAX_OPS_PER_MESSAGE = 10_000
+MAX_CLIENT_ID_LENGTH = 128
+
+# op name -> {argument name: allowed python types}. Values of "data"/"value"
+# are checked by the storage engine; here only the envelope is.
+_ANY = object
+OPS: dict[str, dict[str, tuple]] = {
+    "hello": {"version": (int,)},
+    "get_variable": {},
+    "get_directory": {"create": (bool,)},
+    "list": {},
+    "info": {},
+    "write": {"data": (_ANY,), "at_index": (int, type(None))},
+    "append": {"data": (_ANY,)},
+    "read": {"index": (int, slice, type(None))},
+    "add_metadata": {"name": (str,), "value": (_ANY,)},
+    "metadata": {},
+    "sync": {},
+    "status": {},
+    "shutdown": {},
+}
+# Ops that change the file (journaled, refused in read-only mode).
+MUTATING_OPS = frozenset({"get_directory", "write", "append", "add_metadata"})
+
+
+class Op(NamedTuple):
+    name: str
+    path: str
+    args: dict
+
+
+class Request(NamedTuple):
+    id: int
+    client: str
+    ops: list
+
+
+def encode_request(request_id: int, client: str, ops: Sequence[Op | tuple]) -> list:
+    """Frames of a request carrying ``ops`` (each ``(name, path, args)``)."""
+    return pack({"v": PROTOCOL_VERSION, "id": request_id, "client": client, "ops": [list(op) for op in ops]})
+
+
+def decode_request(frames: Sequence[Any]) -> Request:
+    """Parse and check a request; ProtocolError says what is wrong with it."""
+    header = unpack(frames)
+    if not isinstance(header, dict):
+        raise ProtocolError("request must be a map")
+    version = header.get("v")
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(f"protocol version mismatch: client speaks {version!r}, daemon speaks {PROTOCOL_VERSION}")
+    request_id, client, ops = header.get("id"), header.get("client", ""), header.get("ops")
+    if type(request_id) is not int:
+        raise ProtocolError("request id must be an integer")
+    if not isinstance(client, str) or len(client) > MAX_CLIENT_ID_LENGTH:
+        raise ProtocolError("client id must be a short string")
+    if not isinstance(ops, list) or not ops:
+        raise ProtocolError("request must carry a non-empty list of ops")
+    if len(ops) > MAX_OPS_PER_MESSAGE:
+        raise ProtocolError(f"request carries {len(ops)} ops, more than the limit of {MAX_OPS_PER_MESSAGE}")
+    return Request(request_id, client, [_check_op(op) for op in ops])
+
+
+def _check_op(raw: Any) -> Op:
+    if not (isinstance(raw, list) and len(raw) == 3):
+        raise ProtocolError("each op must be [name, path, args]")
+    name, path, args = raw
+    schema = OPS.get(name) if isinstance(name, str) else None
+    if schema is None:
+        raise ProtocolError(f"unknown op {name!r}")
+    if not isinstance(path, str):
+        raise ProtocolError(f"{name}: path must be a string")
+    if not isinstance(args, dict):
+        raise ProtocolError(f"{name}: args must be a map")
+    for key, value in args.items():
+        allowed = schema.get(key)
+        if allowed is None:
+            raise ProtocolError(f"{name}: unexpected argument {key!r}")
+        if allowed != (_ANY,) and not isinstance(value, allowed):
+            raise ProtocolError(f"{name}: argument {key!r} has type {type(value).__name__}")
+        if allowed == (int, type(None)) and isinstance(value, bool):
+            raise ProtocolError(f"{name}: argument {key!r} must be an integer")
+    return Op(name, path, args)
+
+
+def encode_reply(request_id: int, results: Sequence[Any]) -> list:
+    """Frames of a reply; each result is a value or an exception."""
+    body = [[False, error_to_wire(r)] if isinstance(r, BaseException) else [True, r] for r in results]
+    try:
+        return pack({"id": request_id, "results": body})
+    except Exception as exc:  # a result we cannot encode must not kill the daemon
+        return pack({"id": request_id, "results": [[False, error_to_wire(exc)] for _ in results]})
+
+
+def decode_reply(frames: Sequence[Any]) -> tuple[int, list]:
+    """``(request id, [(ok, value-or-error), ...])`` from reply frames."""
+    reply = unpack(frames)
+    if not isinstance(reply, dict) or type(reply.get("id")) is not int or not isinstance(reply.get("results"), list):
+        raise ProtocolError("malformed reply")
+    return reply["id"], reply["results"]

@@ -1,0 +1,77 @@
+"""Real nstored processes for tests: started in temp dirs, always stopped by PID."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import zmq
+
+from nstore.protocol.messages import decode_reply, encode_request
+
+START_TIMEOUT_S = 30.0
+
+
+def answers(endpoint: str, timeout: float = 0.5) -> bool:
+    """True when a daemon at ``endpoint`` replies to a status request in time."""
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(endpoint)
+        sock.send_multipart(encode_request(1, "test-probe", [("status", "", {})]))
+        if not sock.poll(int(timeout * 1000)):
+            return False
+        decode_reply(sock.recv_multipart())
+        return True
+    finally:
+        sock.close()
+
+
+class Daemon:
+    """``nstored serve FILE --endpoint ipc://<short temp dir>/d.sock`` as a child process."""
+
+    def __init__(self, file_name: str, *extra_args: str, endpoint: str | None = None):
+        self.file_name = str(file_name)
+        self._sock_dir = tempfile.mkdtemp(prefix="nst")  # short: ipc paths max out near 100 chars
+        self.endpoint = endpoint or f"ipc://{self._sock_dir}/d.sock"
+        self.log_path = os.path.join(self._sock_dir, "daemon.log")
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "nstore.daemon.cli", "serve", self.file_name, "--endpoint", self.endpoint, *extra_args],
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        self.pid = self.process.pid
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not (self.endpoint.startswith("ipc://") and os.path.exists(self.endpoint[6:]) and answers(self.endpoint)):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"nstored did not start (exit {self.process.returncode}):\n{self.log()}")
+            time.sleep(0.05)
+
+    def log(self) -> str:
+        with open(self.log_path, encoding="utf-8", errors="replace") as fh:
+            return fh.read()
+
+    def kill(self) -> None:
+        """SIGKILL, no cleanup: a crash."""
+        if self.process.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM and wait; SIGKILL if it does not exit in time. Returns the exit code."""
+        if self.process.poll() is None:
+            os.kill(self.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        self._log.close()
+        shutil.rmtree(self._sock_dir, ignore_errors=True)
+        return self.process.returncode
