@@ -8,14 +8,18 @@ in-process driver gives. The socket belongs to the process that made it: after
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
+import weakref
 from typing import Any
 
+import numpy as np
 import zmq
 
 from nstore.protocol import PROTOCOL_VERSION
@@ -29,27 +33,103 @@ DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
 SPAWN_TIMEOUT_S = 60.0
 
+# Pipelined mode: a batch leaves when it holds this many ops or bytes, or when
+# its oldest op has waited this long at the next call; at most WINDOW batches
+# are unacknowledged before the next send blocks (backpressure).
+PIPELINE_MAX_OPS = 1024
+PIPELINE_MAX_BYTES = 4 * 1024 * 1024
+PIPELINE_MAX_DELAY_S = 0.005
+PIPELINE_WINDOW = 8
+
+_live_pipelines: "weakref.WeakSet[RemoteDriver]" = weakref.WeakSet()
+
+
+class PendingIndex:
+    """The index a pipelined append will land at, known once the daemon acknowledges it.
+
+    ``result()`` (or ``int(...)``) waits for the acknowledgement, sending what
+    is pending first; it raises the append's error if it failed.
+    """
+
+    __slots__ = ("_driver", "_value", "_error", "_done")
+
+    def __init__(self, driver: "RemoteDriver"):
+        self._driver = driver
+        self._value: int | None = None
+        self._error: BaseException | None = None
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def result(self) -> int:
+        if not self._done:
+            self._driver._wait_for(self)
+        if self._error is not None:
+            self._driver._reported(self._error)
+            raise self._error
+        return self._value
+
+    def __int__(self) -> int:
+        return self.result()
+
+    __index__ = __int__
+
+    def _resolve(self, ok: bool, value: Any) -> None:
+        self._done = True
+        if ok:
+            self._value = value
+        else:
+            self._error = value
+
+    def __repr__(self) -> str:
+        state = self._value if self._done and self._error is None else ("failed" if self._done else "pending")
+        return f"<PendingIndex {state}>"
+
 
 class RemoteDriver(StorageDriver):
-    """Driver that forwards every operation to the nstored serving ``endpoint``."""
+    """Driver that forwards every operation to the nstored serving ``endpoint``.
+
+    Synchronous by default: each call waits for its acknowledgement, so errors
+    raise where they happen. With ``pipeline=True``, writes, appends and
+    metadata are batched and sent without waiting (``append`` returns a
+    :class:`PendingIndex`); ``flush()`` waits for everything and raises the
+    first error, naming the failed operation. Reads, ``sync()`` and
+    ``close()`` flush first, so a client always reads its own writes.
+    """
 
     def __init__(self, endpoint: str, *, timeout: float = DEFAULT_TIMEOUT_S,
-                 connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S):
+                 connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S, pipeline: bool = False):
         self.endpoint = endpoint
         self.timeout = timeout
+        self.pipeline = pipeline
         self._pid = -1
         self._socket: zmq.Socket | None = None
         self._next_id = 0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._closed = False
+        self._reset_queues()
         hello = self._call("hello", "", timeout=connect_timeout, version=PROTOCOL_VERSION)
         self.file_name: str = hello["file"]
         self.daemon_pid: int = hello["pid"]
+        if pipeline:
+            _live_pipelines.add(self)
+
+    def _reset_queues(self) -> None:
+        self._pending: list = []  # ops not sent yet: (name, path, args)
+        self._pending_handles: list = []  # per pending op: PendingIndex or None
+        self._pending_bytes = 0
+        self._pending_since = 0.0
+        self._in_flight: dict[int, tuple[list, list]] = {}  # request id -> (ops, handles)
+        self._errors: list[BaseException] = []
 
     # --- transport ------------------------------------------------------------------------
     def _sock(self) -> zmq.Socket:
         if self._pid != os.getpid():
-            # New process (first use or after fork): never touch the parent's socket.
+            # New process (first use or after fork): never touch the parent's socket,
+            # and forget the parent's queued operations (they are the parent's to send).
+            if self._pid != -1:
+                self._reset_queues()
             self._pid = os.getpid()
             self._client_id = f"{socket.gethostname()}:{self._pid}:{uuid.uuid4().hex[:8]}"
             if self.endpoint.startswith("ipc://") and not os.path.exists(self.endpoint[len("ipc://"):]):
@@ -60,27 +140,53 @@ class RemoteDriver(StorageDriver):
             self._socket = sock
         return self._socket
 
-    def _request(self, ops: list, timeout: float) -> list:
+    def _send(self, ops: list, handles: list) -> int:
         if self._closed:
             raise ValueError(f"{self.endpoint}: the connection is closed")
+        sock = self._sock()
+        self._next_id += 1
+        request_id = self._next_id
+        sock.send_multipart(encode_request(request_id, self._client_id, ops), copy=False)
+        self._in_flight[request_id] = (ops, handles)
+        return request_id
+
+    def _receive(self, timeout: float) -> tuple[int, list]:
+        """Take one reply and settle its ops; ConnectionError if none comes in time."""
+        sock = self._sock()
+        if not sock.poll(int(timeout * 1000)):
+            # Drop the socket: a late reply must not be taken for a later request's.
+            sock.close(linger=0)
+            self._pid = -1
+            lost = sum(len(ops) for ops, _ in self._in_flight.values())
+            self._in_flight.clear()
+            raise ConnectionError(f"nstored at {self.endpoint} did not answer within {timeout:g} s "
+                                  f"({lost} operations unacknowledged)")
+        reply_id, results = decode_reply(sock.recv_multipart(copy=False))
+        if reply_id == -1 and self._in_flight:  # the daemon could not parse a request of ours
+            reply_id = min(self._in_flight)
+            results = results * len(self._in_flight[reply_id][0])
+        entry = self._in_flight.pop(reply_id, None)
+        if entry is not None:
+            ops, handles = entry
+            for op, handle, (ok, value) in zip(ops, handles, results):
+                if not ok:
+                    value = error_from_wire(value)
+                    if self.pipeline and not isinstance(handles, _Collect):
+                        value = _name_operation(value, op)
+                        self._errors.append(value)
+                if handle is not None:
+                    handle._resolve(ok, value)
+        return reply_id, results
+
+    def _request(self, ops: list, timeout: float) -> list:
+        """Send ``ops`` now (after anything pending) and wait for their results."""
         with self._lock:
-            sock = self._sock()
-            self._next_id += 1
-            request_id = self._next_id
-            sock.send_multipart(encode_request(request_id, self._client_id, ops), copy=False)
+            self._send_pending()
+            request_id = self._send(ops, [None] * len(ops) if not self.pipeline else _Collect(len(ops)))
             while True:
-                if not sock.poll(int(timeout * 1000)):
-                    # Drop the socket: a late reply must not be taken for the next request's.
-                    sock.close(linger=0)
-                    self._pid = -1
-                    name, path = ops[0][0], ops[0][1]
-                    raise ConnectionError(f"nstored at {self.endpoint} did not answer {name} {path!r} within {timeout:g} s")
-                reply_id, results = decode_reply(sock.recv_multipart(copy=False))
+                reply_id, results = self._receive(timeout)
                 if reply_id == request_id:
                     return results
-                if reply_id == -1:  # the daemon could not parse our request
-                    ok, error = results[0]
-                    raise error_from_wire(error)
 
     def _call(self, op: str, path: str, timeout: float | None = None, **args: Any) -> Any:
         results = self._request([(op, path, args)], self.timeout if timeout is None else timeout)
@@ -90,6 +196,57 @@ class RemoteDriver(StorageDriver):
         if not ok:
             raise error_from_wire(value)
         return value
+
+    # --- pipelining ---------------------------------------------------------------------------
+    def _enqueue(self, op: str, path: str, want_index: bool = False, **args: Any) -> PendingIndex | None:
+        with self._lock:
+            if self._pid != os.getpid():
+                self._sock()
+            handle = PendingIndex(self) if want_index else None
+            if not self._pending:
+                self._pending_since = time.monotonic()
+            self._pending.append((op, path, args))
+            self._pending_handles.append(handle)
+            self._pending_bytes += _size(args)
+            if (len(self._pending) >= PIPELINE_MAX_OPS or self._pending_bytes >= PIPELINE_MAX_BYTES
+                    or time.monotonic() - self._pending_since >= PIPELINE_MAX_DELAY_S):
+                self._send_pending()
+            return handle
+
+    def _send_pending(self) -> None:
+        if not self._pending:
+            return
+        while len(self._in_flight) >= PIPELINE_WINDOW:
+            self._receive(self.timeout)  # backpressure: wait for the oldest batch
+        ops, handles = self._pending, self._pending_handles
+        self._pending, self._pending_handles, self._pending_bytes = [], [], 0
+        self._send(ops, handles)
+
+    def _wait_for(self, handle: PendingIndex) -> None:
+        with self._lock:
+            self._send_pending()
+            while not handle.done():
+                self._receive(self.timeout)
+
+    def _reported(self, error: BaseException) -> None:
+        """An error the caller has seen through its PendingIndex is not raised again by flush()."""
+        with self._lock:
+            self._errors = [e for e in self._errors if e is not error]
+
+    def flush(self) -> None:
+        """Send what is pending and wait for every acknowledgement; raise the first error."""
+        with self._lock:
+            if self._pid != os.getpid():
+                return
+            self._send_pending()
+            while self._in_flight:
+                self._receive(self.timeout)
+            if self._errors:
+                first, more = self._errors[0], len(self._errors) - 1
+                self._errors = []
+                if more:
+                    first.add_note(f"{more} more pipelined operation(s) failed too")
+                raise first
 
     # --- driver API ---------------------------------------------------------------------------
     def get_storage_variable(self, path: str) -> StorageVariable:
@@ -102,10 +259,17 @@ class RemoteDriver(StorageDriver):
         return StorageVariable(self, path)
 
     def write_variable(self, path: str, data: Any, at_index: int | None = None) -> None:
-        self._call("write", path, data=_checked(data, path), at_index=at_index)
+        data = _checked(data, path)
+        if self.pipeline:
+            self._enqueue("write", path, data=_owned(data), at_index=at_index)
+        else:
+            self._call("write", path, data=data, at_index=at_index)
 
-    def append_variable(self, path: str, data: Any) -> int:
-        return self._call("append", path, data=_checked(data, path))
+    def append_variable(self, path: str, data: Any) -> int | PendingIndex:
+        data = _checked(data, path)
+        if self.pipeline:
+            return self._enqueue("append", path, want_index=True, data=_owned(data))
+        return self._call("append", path, data=data)
 
     def read_variable(self, path: str, index: int | slice | None = None) -> Any:
         return self._call("read", path, index=index)
@@ -120,7 +284,11 @@ class RemoteDriver(StorageDriver):
         return self._call("list", path)
 
     def add_metadata(self, name: str, value: Any, path: str = "/") -> None:
-        self._call("add_metadata", path, name=name, value=_checked(value, path))
+        value = _checked(value, path)
+        if self.pipeline:
+            self._enqueue("add_metadata", path, name=name, value=_owned(value))
+        else:
+            self._call("add_metadata", path, name=name, value=value)
 
     def read_metadata(self, path: str = "/") -> dict:
         return self._call("metadata", path)
@@ -130,13 +298,21 @@ class RemoteDriver(StorageDriver):
         return self._call("status", "")
 
     def sync(self) -> None:
+        """Wait for every pipelined op, then have the daemon sync the file."""
+        self.flush()
         self._call("sync", "")
 
     def close(self) -> None:
-        """Release the socket; every call has already been acknowledged."""
-        if self._socket is not None and self._pid == os.getpid():
-            self._socket.close()
-        self._socket, self._closed = None, True
+        """Wait for every acknowledgement, then release the socket."""
+        if self._closed:
+            return
+        try:
+            self.flush()
+        finally:
+            if self._socket is not None and self._pid == os.getpid():
+                self._socket.close()
+            self._socket, self._closed = None, True
+            _live_pipelines.discard(self)
 
     def __repr__(self) -> str:
         return f"<RemoteDriver {self.endpoint!r} serving {getattr(self, 'file_name', '?')!r}>"
@@ -154,19 +330,21 @@ def _checked(value: Any, path: str) -> Any:
     return value
 
 
-def connect(target: str, *, spawn: bool = False, timeout: float = DEFAULT_TIMEOUT_S,
+def connect(target: str, *, spawn: bool = False, pipeline: bool = False, timeout: float = DEFAULT_TIMEOUT_S,
             connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S) -> RemoteDriver:
     """A driver talking to the daemon that serves ``target`` (a file path or an endpoint).
 
     With ``spawn=True`` and no daemon serving the file, start one (``nstored
     start``) and wait until it accepts connections. Without it, fail within
     ``connect_timeout`` seconds with a ConnectionError that says what to do.
+    ``pipeline=True`` batches writes without waiting (see :class:`RemoteDriver`).
     """
+    options = {"timeout": timeout, "connect_timeout": connect_timeout, "pipeline": pipeline}
     if is_endpoint(target):
-        return RemoteDriver(target, timeout=timeout, connect_timeout=connect_timeout)
+        return RemoteDriver(target, **options)
     file_name = real_path(target)
     try:
-        return RemoteDriver(_endpoint_for(file_name), timeout=timeout, connect_timeout=connect_timeout)
+        return RemoteDriver(_endpoint_for(file_name), **options)
     except ConnectionError as exc:
         if not spawn:
             raise ConnectionError(
@@ -174,7 +352,7 @@ def connect(target: str, *, spawn: bool = False, timeout: float = DEFAULT_TIMEOU
                 f"or use connect(..., spawn=True)"
             ) from None
     _spawn(file_name)
-    return RemoteDriver(_endpoint_for(file_name), timeout=timeout, connect_timeout=connect_timeout)
+    return RemoteDriver(_endpoint_for(file_name), **options)
 
 
 def _endpoint_for(file_name: str) -> str:
@@ -188,3 +366,50 @@ def _spawn(file_name: str) -> None:
                             capture_output=True, text=True, timeout=SPAWN_TIMEOUT_S)
     if result.returncode != 0 and "already served" not in result.stderr:
         raise ConnectionError(f"could not start nstored for {file_name}: {result.stderr.strip()}")
+
+
+class _Collect(list):
+    """Handles for a synchronous request sent while pipelining: results are read from the reply."""
+
+    def __init__(self, n: int):
+        super().__init__([None] * n)
+
+
+def _owned(value: Any) -> Any:
+    """A copy of array data the caller may reuse before a pipelined op is sent."""
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    magnitude = getattr(value, "magnitude", None)
+    if isinstance(magnitude, np.ndarray):
+        return type(value)(magnitude.copy(), value.units)
+    return value
+
+
+def _size(args: dict) -> int:
+    value = args.get("data", args.get("value"))
+    return int(getattr(value, "nbytes", 0)) or 64
+
+
+def _name_operation(exc: BaseException, op: tuple) -> BaseException:
+    """The same exception, its message saying which pipelined op failed."""
+    name, path = op[0], op[1]
+    note = f"pipelined {name} to {path!r} failed"
+    if type(exc).__name__ == "DimensionalityError":
+        exc.extra_msg = f"{exc.extra_msg} ({note})"
+        return exc
+    message = exc.args[0] if exc.args else ""
+    try:
+        return type(exc)(f"{note}: {message}")
+    except Exception:
+        exc.add_note(note)
+        return exc
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    """ZeroMQ drops unsent messages when a process exits: send and confirm them first."""
+    for driver in list(_live_pipelines):
+        try:
+            driver.flush()
+        except Exception as exc:  # at exit, report rather than raise
+            print(f"nstore: pipelined operations to {driver.endpoint} failed at exit: {exc}", file=sys.stderr)

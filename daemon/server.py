@@ -118,18 +118,31 @@ class Server:
         results = [[None] * len(ops) if isinstance(ops, list) else [ops] for _, _, ops in parsed]
         position = 0
         while position < len(flat):
-            m, i, op = flat[position]
             end = position + 1
-            if op.name == "append":
-                while end < len(flat) and flat[end][2].name == "append" and flat[end][2].path == op.path:
-                    end += 1
-                outcomes = self._append_run([entry[2] for entry in flat[position:end]])
+            if flat[position][2].name != "append":
+                m, i, op = flat[position]
+                results[m][i] = self._apply_one(op)
             else:
-                outcomes = [self._apply_one(op)]
-            for (m2, i2, _), outcome in zip(flat[position:end], outcomes):
-                results[m2][i2] = outcome
+                while end < len(flat) and flat[end][2].name == "append":
+                    end += 1
+                self._apply_appends(flat[position:end], results)
             position = end
         return [(identity, encode_reply(rid, res)) for (identity, rid, _), res in zip(parsed, results)]
+
+    def _apply_appends(self, run: list, results: list) -> None:
+        """A run of consecutive appends: one slice write per variable.
+
+        Appends to different variables commute (indices are per variable and
+        nothing is acknowledged before the whole batch is applied), so grouping
+        the run by path, keeping arrival order within each path, is invisible
+        to clients.
+        """
+        by_path: dict[str, list] = {}
+        for entry in run:
+            by_path.setdefault(entry[2].path, []).append(entry)
+        for path, entries in by_path.items():
+            for (m, i, _), outcome in zip(entries, self._append_run([e[2] for e in entries])):
+                results[m][i] = outcome
 
     def _append_run(self, ops: list[Op]) -> list:
         values = [op.args.get("data") for op in ops]
