@@ -24,14 +24,16 @@ import zmq
 
 from nstore.protocol import PROTOCOL_VERSION
 from nstore.protocol.api import StorageDriver, StorageVariable
-from nstore.protocol.endpoints import default_endpoint, is_endpoint, read_lock, real_path
+from nstore.protocol.endpoints import default_endpoint, is_endpoint, pid_alive, read_lock, real_path
 from nstore.protocol.errors import ProtocolError, error_from_wire
 from nstore.protocol.messages import decode_reply, encode_request
 from nstore.protocol.values import check_storable_type
 
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
+DEFAULT_GRACE_S = 30.0
 SPAWN_TIMEOUT_S = 60.0
+POLL_SLICE_S = 0.5  # how often a waiting client checks that its daemon still exists
 
 # Pipelined mode: a batch leaves when it holds this many ops or bytes, or when
 # its oldest op has waited this long at the next call; at most WINDOW batches
@@ -99,9 +101,12 @@ class RemoteDriver(StorageDriver):
     """
 
     def __init__(self, endpoint: str, *, timeout: float = DEFAULT_TIMEOUT_S,
-                 connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S, pipeline: bool = False):
+                 connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S, pipeline: bool = False,
+                 grace: float = DEFAULT_GRACE_S):
         self.endpoint = endpoint
         self.timeout = timeout
+        self.grace = grace
+        self.daemon_pid = -1
         self.pipeline = pipeline
         self._pid = -1
         self._socket: zmq.Socket | None = None
@@ -109,7 +114,11 @@ class RemoteDriver(StorageDriver):
         self._lock = threading.RLock()
         self._closed = False
         self._reset_queues()
-        hello = self._call("hello", "", timeout=connect_timeout, version=PROTOCOL_VERSION)
+        grace, self.grace = self.grace, 0.0  # no ride-through for the first contact
+        try:
+            hello = self._call("hello", "", timeout=connect_timeout, version=PROTOCOL_VERSION)
+        finally:
+            self.grace = grace
         self.file_name: str = hello["file"]
         self.daemon_pid: int = hello["pid"]
         if pipeline:
@@ -132,13 +141,51 @@ class RemoteDriver(StorageDriver):
                 self._reset_queues()
             self._pid = os.getpid()
             self._client_id = f"{socket.gethostname()}:{self._pid}:{uuid.uuid4().hex[:8]}"
-            if self.endpoint.startswith("ipc://") and not os.path.exists(self.endpoint[len("ipc://"):]):
+            self._socket = None
+        if self._socket is None:
+            if self._ipc_path and not os.path.exists(self._ipc_path):
                 raise ConnectionError(f"no nstored listens at {self.endpoint}")
             sock = zmq.Context.instance().socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 5000)  # at exit, give queued messages time to leave
             sock.connect(self.endpoint)
             self._socket = sock
         return self._socket
+
+    @property
+    def _ipc_path(self) -> str | None:
+        return self.endpoint[len("ipc://"):] if self.endpoint.startswith("ipc://") else None
+
+    def _daemon_gone(self) -> bool:
+        """True when the local daemon we talk to has died (its socket or process vanished)."""
+        if self._ipc_path is None:
+            return False
+        return not os.path.exists(self._ipc_path) or (self.daemon_pid > 0 and not pid_alive(self.daemon_pid))
+
+    def _ride_through(self) -> None:
+        """Wait (up to ``grace`` s) for a daemon to serve the endpoint again, then resend.
+
+        Requests keep their client id and request id, and the daemon remembers
+        what it acknowledged, so a resent append is answered, never applied twice.
+        """
+        if self._socket is not None:
+            self._socket.close(linger=0)
+            self._socket = None
+        deadline = time.monotonic() + self.grace
+        while True:
+            try:
+                pid = _probe(self.endpoint)
+                break
+            except ConnectionError:
+                if time.monotonic() >= deadline:
+                    lost = sum(len(ops) for ops, _ in self._in_flight.values())
+                    raise ConnectionError(
+                        f"nstored at {self.endpoint} went away and did not come back within {self.grace:g} s "
+                        f"({lost} operations unacknowledged)") from None
+                time.sleep(0.1)
+        self.daemon_pid = pid
+        sock = self._sock()
+        for request_id in sorted(self._in_flight):
+            sock.send_multipart(encode_request(request_id, self._client_id, self._in_flight[request_id][0]), copy=False)
 
     def _send(self, ops: list, handles: list) -> int:
         if self._closed:
@@ -151,16 +198,26 @@ class RemoteDriver(StorageDriver):
         return request_id
 
     def _receive(self, timeout: float) -> tuple[int, list]:
-        """Take one reply and settle its ops; ConnectionError if none comes in time."""
-        sock = self._sock()
-        if not sock.poll(int(timeout * 1000)):
-            # Drop the socket: a late reply must not be taken for a later request's.
-            sock.close(linger=0)
-            self._pid = -1
-            lost = sum(len(ops) for ops, _ in self._in_flight.values())
-            self._in_flight.clear()
-            raise ConnectionError(f"nstored at {self.endpoint} did not answer within {timeout:g} s "
-                                  f"({lost} operations unacknowledged)")
+        """Take one reply and settle its ops; ConnectionError if none comes in time.
+
+        If the daemon dies meanwhile, ride through its restart (see ``_ride_through``).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            sock = self._sock()
+            if sock.poll(int(min(POLL_SLICE_S, max(0.0, deadline - time.monotonic())) * 1000)):
+                break
+            if self._daemon_gone():
+                self._ride_through()
+                deadline = time.monotonic() + timeout
+            elif time.monotonic() >= deadline:
+                # Drop the socket: a late reply must not be taken for a later request's.
+                sock.close(linger=0)
+                self._socket = None
+                lost = sum(len(ops) for ops, _ in self._in_flight.values())
+                self._in_flight.clear()
+                raise ConnectionError(f"nstored at {self.endpoint} did not answer within {timeout:g} s "
+                                      f"({lost} operations unacknowledged)")
         reply_id, results = decode_reply(sock.recv_multipart(copy=False))
         if reply_id == -1 and self._in_flight:  # the daemon could not parse a request of ours
             reply_id = min(self._in_flight)
@@ -331,15 +388,17 @@ def _checked(value: Any, path: str) -> Any:
 
 
 def connect(target: str, *, spawn: bool = False, pipeline: bool = False, timeout: float = DEFAULT_TIMEOUT_S,
-            connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S) -> RemoteDriver:
+            connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S, grace: float = DEFAULT_GRACE_S) -> RemoteDriver:
     """A driver talking to the daemon that serves ``target`` (a file path or an endpoint).
 
     With ``spawn=True`` and no daemon serving the file, start one (``nstored
     start``) and wait until it accepts connections. Without it, fail within
     ``connect_timeout`` seconds with a ConnectionError that says what to do.
     ``pipeline=True`` batches writes without waiting (see :class:`RemoteDriver`).
+    If the daemon dies, calls wait up to ``grace`` seconds for it to be
+    restarted and carry on; nothing acknowledged is lost or applied twice.
     """
-    options = {"timeout": timeout, "connect_timeout": connect_timeout, "pipeline": pipeline}
+    options = {"timeout": timeout, "connect_timeout": connect_timeout, "pipeline": pipeline, "grace": grace}
     if is_endpoint(target):
         return RemoteDriver(target, **options)
     file_name = real_path(target)
@@ -353,6 +412,26 @@ def connect(target: str, *, spawn: bool = False, pipeline: bool = False, timeout
             ) from None
     _spawn(file_name)
     return RemoteDriver(_endpoint_for(file_name), **options)
+
+
+def _probe(endpoint: str, timeout: float = 1.0) -> int:
+    """The pid of the daemon answering at ``endpoint``; ConnectionError if none does."""
+    if endpoint.startswith("ipc://") and not os.path.exists(endpoint[len("ipc://"):]):
+        raise ConnectionError(f"no nstored listens at {endpoint}")
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(endpoint)
+        sock.send_multipart(encode_request(0, "", [("hello", "", {"version": PROTOCOL_VERSION})]))
+        if not sock.poll(int(timeout * 1000)):
+            raise ConnectionError(f"no nstored answered at {endpoint}")
+        _, results = decode_reply(sock.recv_multipart())
+    finally:
+        sock.close()
+    ok, value = results[0]
+    if not ok:
+        raise error_from_wire(value)
+    return value["pid"]
 
 
 def _endpoint_for(file_name: str) -> str:

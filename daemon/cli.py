@@ -4,6 +4,7 @@
     nstored start FILE [--endpoint E]     background; returns once it accepts connections
     nstored stop FILE | --endpoint E      drain, checkpoint, close, wait for exit
     nstored status FILE | --endpoint E [--json]
+    nstored recover FILE                  replay the journal into the file, then exit
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s nstored[%(process)d] %(levelname)s %(message)s")
     try:
-        server = Server(args.file, args.endpoint)
+        server = Server(args.file, args.endpoint, fsync=args.fsync,
+                        checkpoint_interval_s=args.checkpoint_interval,
+                        checkpoint_bytes=int(args.checkpoint_mb * 1024 * 1024))
     except AlreadyServedError as exc:
         print(f"nstored: {exc}", file=sys.stderr)
         return 3
@@ -46,7 +49,9 @@ def _serve(args: argparse.Namespace) -> int:
 def _start(args: argparse.Namespace) -> int:
     file_name = real_path(args.file)
     log_path = args.log or file_name + ".nstored.log"
-    command = [sys.executable, "-m", "nstore.daemon.cli", "serve", file_name, "--log-level", args.log_level]
+    command = [sys.executable, "-m", "nstore.daemon.cli", "serve", file_name, "--log-level", args.log_level,
+               "--fsync", args.fsync, "--checkpoint-interval", str(args.checkpoint_interval),
+               "--checkpoint-mb", str(args.checkpoint_mb)]
     if args.endpoint:
         command += ["--endpoint", args.endpoint]
     with open(log_path, "ab") as log_file:
@@ -131,6 +136,40 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recover(args: argparse.Namespace) -> int:
+    from .clients import ClientTable
+    from .engine import NetCDFIODriver
+    from .journal import Journal, journal_path
+    from .lock import AlreadyServedError, DaemonLock
+    from .recovery import progress_bar, replay
+
+    file_name = real_path(args.file)
+    lock = DaemonLock(file_name)
+    try:
+        lock.acquire()
+    except AlreadyServedError as exc:
+        print(f"nstored: {exc}; a running daemon has already recovered it", file=sys.stderr)
+        return 3
+    try:
+        try:
+            engine = NetCDFIODriver(file_name)
+        except OSError as exc:
+            print(f"nstored: cannot open {file_name}: {exc}. The journal {journal_path(file_name)} "
+                  f"is left untouched.", file=sys.stderr)
+            return 2
+        seq, replayed = replay(engine, journal_path(file_name), ClientTable(),
+                               progress=progress_bar() if sys.stderr.isatty() or args.progress else None)
+        engine.checkpoint(seq)
+        journal = Journal(journal_path(file_name))
+        journal.truncate()
+        journal.close()
+        engine.close()
+        print(f"nstored: replayed {replayed} ops into {file_name} (through batch {seq})")
+        return 0
+    finally:
+        lock.release()
+
+
 def _tail(path: str, lines: int = 20) -> str:
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
@@ -143,13 +182,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nstored", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, func, needs_file in (("serve", _serve, True), ("start", _start, True),
-                                   ("stop", _stop, False), ("status", _status, False)):
+                                   ("stop", _stop, False), ("status", _status, False), ("recover", _recover, True)):
         p = sub.add_parser(name)
         p.add_argument("file", nargs=None if needs_file else "?", help="the NetCDF file")
-        p.add_argument("--endpoint", help="ZeroMQ endpoint (default: the file's ipc socket)")
         p.set_defaults(func=func)
+        if name == "recover":
+            p.add_argument("--progress", action="store_true", help="show a progress bar even when not on a terminal")
+            continue
+        p.add_argument("--endpoint", help="ZeroMQ endpoint (default: the file's ipc socket)")
         if name in ("serve", "start"):
             p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+            p.add_argument("--fsync", default="never", choices=["never", "interval", "batch"],
+                           help="journal durability: never (survives SIGKILL; default), interval (fsync "
+                                "each second), batch (fsync before every acknowledgement: survives power loss)")
+            p.add_argument("--checkpoint-interval", type=float, default=30.0, metavar="S",
+                           help="seconds between checkpoints (default 30)")
+            p.add_argument("--checkpoint-mb", type=float, default=256.0, metavar="MB",
+                           help="journal size that triggers a checkpoint (default 256)")
         if name == "start":
             p.add_argument("--log", help="log file (default: FILE.nstored.log)")
         if name in ("stop", "status"):

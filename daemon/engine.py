@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import netCDF4
 import numpy as np
@@ -196,10 +196,10 @@ class NetCDFIODriver(StorageDriver):
 
     def _create(self, path: str, sig: Signature, appendable: bool) -> _Var:
         self._check_writable()
-        head, name = split_path(path)
-        group = self._group(head, create=True, whole=path) if head else self.ncfile
         if any(n == 0 for n in sig.row_shape):
             raise ValueError(f"{path}: cannot store shape {sig.row_shape}: NetCDF has no fixed zero-length axes")
+        head, name = split_path(path)
+        group = self._group(head, create=True, whole=path) if head else self.ncfile
         ncfile = self.ncfile
         dims = []
         for n in sig.row_shape:
@@ -232,22 +232,27 @@ class NetCDFIODriver(StorageDriver):
         var.length = 0
         return var
 
-    def _prepare(self, path: str, var: _Var, data: Any, verb: str) -> Any:
-        """Check ``data`` against ``var`` and return the entry to assign on disk."""
-        try:
-            sig = signature(data)
-        except UnsupportedTypeError as exc:
-            raise exc.at(path) from None
-        check_compatible(var.sig, sig, path, verb)
+    def _prepare(self, path: str, stored: Signature, data: Any, verb: str) -> Any:
+        """Check ``data`` against the ``stored`` signature and return the entry to assign on disk.
+
+        Everything that can fail happens here, before anything is created or written.
+        """
+        sig = _signature(path, data)
+        check_compatible(stored, sig, path, verb)
         convert = None
-        if sig.unit is not None and sig.unit != var.sig.unit:
+        if sig.unit is not None and sig.unit != stored.unit:
             try:
-                convert = converter(sig.unit, var.sig.unit)
+                convert = converter(sig.unit, stored.unit)
             except Exception as exc:
                 if type(exc).__name__ == "DimensionalityError":
                     exc.extra_msg = f" (storing at {path})"
                 raise
-        return encode(data, var.sig, convert)
+            if stored.dtype is not TEXT and stored.dtype.kind in "iu":
+                convert = _whole_numbers(convert, path, stored.unit)
+        try:
+            return encode(data, stored, convert)
+        except UnsupportedTypeError as exc:  # e.g. a set inside a dict
+            raise exc.at(path) from None
 
     def get_storage_variable(self, path: str) -> StorageVariable:
         path = _variable_path(path)
@@ -269,19 +274,18 @@ class NetCDFIODriver(StorageDriver):
                 raise OSError(f"{path}: cannot write at index {at_index}: nothing has been stored here yet")
             if not var.appendable:
                 raise TypeError(f"{path}: was stored with write(), so it has no entries to write at_index")
-            entry = self._prepare(path, var, data, "write")
+            entry = self._prepare(path, var.sig, data, "write")
             index = _check_index(path, at_index, var.length)
             var.ncvar[index] = _row(entry, var.sig)
             return
         if var is None:
-            try:
-                sig = signature(data)
-            except UnsupportedTypeError as exc:
-                raise exc.at(path) from None
+            sig = _signature(path, data)
+            entry = self._prepare(path, sig, data, "write")
             var = self._create(path, sig, appendable=False)
         elif var.appendable:
             raise TypeError(f"{path}: was stored with append(); use append() or write(..., at_index=i)")
-        entry = self._prepare(path, var, data, "write")
+        else:
+            entry = self._prepare(path, var.sig, data, "write")
         var.ncvar[...] = entry if var.sig.dtype is not TEXT else _text_cell(entry, var.ncvar.shape)
 
     def append_variable(self, path: str, data: Any) -> int:
@@ -293,8 +297,19 @@ class NetCDFIODriver(StorageDriver):
     def append_many(self, path: str, values: Sequence[Any]) -> list:
         """Append several entries with one slice write; per entry its index or its exception.
 
-        This is what the daemon coalesces consecutive appends into. An entry that
-        fails its checks gets its exception and takes no index; the others land.
+        An entry that fails its checks gets its exception and takes no index;
+        the others land.
+        """
+        results, commit = self.prepare_appends(path, values)
+        return commit()
+
+    def prepare_appends(self, path: str, values: Sequence[Any]) -> tuple[list, Callable[[], list]]:
+        """Check and place entries without writing them: ``(results, commit)``.
+
+        ``results`` holds each entry's index (or exception) and the indices are
+        reserved; ``commit()`` writes all entries with one slice assignment and
+        returns the final results. The daemon journals between the two, so an
+        append reaches the file only once it is in the journal.
         """
         path = _variable_path(path)
         self._check_writable()
@@ -304,26 +319,32 @@ class NetCDFIODriver(StorageDriver):
         for data in values:
             try:
                 if var is None:
-                    try:
-                        sig = signature(data)
-                    except UnsupportedTypeError as exc:
-                        raise exc.at(path) from None
+                    sig = _signature(path, data)
+                    entry = self._prepare(path, sig, data, "append")
                     var = self._create(path, sig, appendable=True)
                 elif not var.appendable:
                     raise TypeError(f"{path}: was stored with write(); it cannot be appended to")
-                rows.append(self._prepare(path, var, data, "append"))
+                else:
+                    entry = self._prepare(path, var.sig, data, "append")
+                rows.append(entry)
                 results.append(var.length + len(rows) - 1)
             except Exception as exc:  # noqa: BLE001 - each entry gets its own error
                 results.append(exc)
-        if rows:
-            start = var.length
+        if not rows:
+            return results, lambda: results
+        start = var.length
+        var.length = start + len(rows)
+
+        def commit() -> list:
             try:
                 var.ncvar[start : start + len(rows)] = _block(rows, var.sig)
             except Exception as exc:
+                var.length = min(var.length, start)
                 error = OSError(f"{path}: writing {len(rows)} entries failed: {exc}")
                 return [error if not isinstance(r, BaseException) else r for r in results]
-            var.length = start + len(rows)
-        return results
+            return results
+
+        return results, commit
 
     def read_variable(self, path: str, index: int | slice | None = None) -> Any:
         path = _variable_path(path)
@@ -363,6 +384,38 @@ class NetCDFIODriver(StorageDriver):
             "unit": var.sig.unit,
         }
 
+    def put_entry(self, path: str, index: int, data: Any) -> None:
+        """Make entry ``index`` of appendable ``path`` hold ``data`` (journal replay; idempotent).
+
+        Overwrites an existing entry, appends at the end, creates the variable
+        for index 0. A gap (index beyond the end) means the journal and file
+        disagree, which replay reports rather than papers over.
+        """
+        path = _variable_path(path)
+        var = self._variable(path)
+        length = 0 if var is None else var.length
+        if index < length:
+            self.write_variable(path, data, at_index=index)
+        elif index == length:
+            result = self.append_many(path, [data])[0]
+            if isinstance(result, BaseException):
+                raise result
+        else:
+            raise ValueError(f"{path}: journal entry {index} but only {length} entries are stored")
+
+    @property
+    def checkpoint_seq(self) -> int:
+        """Sequence number of the last journaled batch the file holds (global attribute)."""
+        try:
+            return int(self.ncfile.getncattr("nstore_checkpoint_seq"))
+        except AttributeError:
+            return 0
+
+    def checkpoint(self, seq: int) -> None:
+        """Record ``seq`` in the file and sync it: everything up to ``seq`` is now in the file."""
+        self.ncfile.setncattr("nstore_checkpoint_seq", np.int64(seq))
+        self.sync()
+
     # --- metadata ----------------------------------------------------------------------------
     def _target(self, path: str) -> Any:
         """The netCDF object (file, group or variable) at normalized ``path``."""
@@ -384,7 +437,8 @@ class NetCDFIODriver(StorageDriver):
         self._check_writable()
         if not isinstance(name, str) or not name or _RESERVED_ATTRS.match(name):
             raise ValueError(f"{path or '/'}: metadata name {name!r} is reserved or empty")
-        self._target(path).setncattr(name, _attribute_value(value, path or "/", name))
+        value = _attribute_value(value, path or "/", name)  # before the lookup: a bad value never waits
+        self._target(path).setncattr(name, value)
 
     def read_metadata(self, path: str = "/") -> dict:
         path = normalize_path(path)
@@ -397,6 +451,33 @@ class NetCDFIODriver(StorageDriver):
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+def _signature(path: str, data: Any) -> Signature:
+    """``signature(data)``, with errors naming ``path``."""
+    try:
+        return signature(data)
+    except UnsupportedTypeError as exc:
+        raise exc.at(path) from None
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def _whole_numbers(convert: Any, path: str, unit: str) -> Any:
+    """``convert`` for a variable of integers: refuses results that are not whole numbers.
+
+    (Without this, 3 centimeter appended to a variable of integer meters would be
+    truncated to 0.)
+    """
+
+    def whole(magnitude: Any) -> np.ndarray:
+        value = np.asarray(convert(magnitude), dtype=np.float64)
+        rounded = np.rint(value)
+        if not np.allclose(value, rounded, rtol=1e-9, atol=0.0):
+            raise ValueError(f"{path}: the variable stores whole numbers of {unit}; {value.tolist()} {unit} is not")
+        return rounded
+
+    return whole
 
 
 def _variable_path(path: str) -> str:
@@ -433,6 +514,8 @@ def _block(rows: list, sig: Signature) -> np.ndarray:
 def _attribute_value(value: Any, path: str, name: str) -> Any:
     if isinstance(value, bool) or isinstance(value, np.bool_):
         return np.int8(value)
+    if isinstance(value, str) and "\x00" in value:  # netCDF would cut the text at the NUL
+        raise ValueError(f"{path}: metadata {name!r} holds a NUL character")
     if isinstance(value, (str, int, float, np.integer, np.floating)):
         return value
     if isinstance(value, (list, tuple, np.ndarray)):

@@ -19,10 +19,14 @@ import zmq
 from nstore.protocol import PROTOCOL_VERSION
 from nstore.protocol.endpoints import default_endpoint, real_path
 from nstore.protocol.errors import ProtocolError
-from nstore.protocol.messages import Op, decode_request, encode_reply
+from nstore.protocol.errors import error_to_wire
+from nstore.protocol.messages import MUTATING_OPS, Op, decode_request, encode_reply_body
 
+from .clients import ClientTable
 from .engine import NetCDFIODriver
+from .journal import Journal, journal_path
 from .lock import DaemonLock
+from .recovery import replay
 
 log = logging.getLogger("nstored")
 
@@ -30,19 +34,32 @@ DEFAULT_MAX_BATCH = 256  # messages taken per loop turn
 DEFAULT_MAX_MESSAGE_BYTES = 512 * 1024 * 1024
 HIGH_WATER_MARK = 1000  # messages queued per peer before senders block
 POLL_MS = 200  # how often the loop looks at its stop flag while idle
+CHECKPOINT_INTERVAL_S = 30.0
+CHECKPOINT_BYTES = 256 * 1024 * 1024
 
 
 class Server:
     """Serve ``file_name`` on ``endpoint`` (default: the file's ipc socket)."""
 
     def __init__(self, file_name: str, endpoint: str | None = None, *,
-                 max_batch: int = DEFAULT_MAX_BATCH, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
+                 max_batch: int = DEFAULT_MAX_BATCH, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 fsync: str = "never", checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S,
+                 checkpoint_bytes: int = CHECKPOINT_BYTES):
         self.file_name = real_path(file_name)
         self.max_batch = max_batch
+        self.checkpoint_interval_s = checkpoint_interval_s
+        self.checkpoint_bytes = checkpoint_bytes
+        self.clients = ClientTable()
         self._lock = DaemonLock(self.file_name)
         self._lock.acquire()
         try:
+            # The file opens first: if it cannot, the journal is left untouched.
             self.engine = NetCDFIODriver(self.file_name)
+            self.seq, replayed = replay(self.engine, journal_path(self.file_name), self.clients)
+            self.journal = Journal(journal_path(self.file_name), fsync=fsync)
+            if replayed or self.journal.size:
+                log.info("recovered %d journaled ops (through batch %d)", replayed, self.seq)
+            self.checkpoint()
             self._context = zmq.Context()
             self._socket = self._context.socket(zmq.ROUTER)
             self._socket.setsockopt(zmq.LINGER, 2000)
@@ -56,7 +73,7 @@ class Server:
             raise
         self._stopping = False
         self.started = time.time()
-        self.clients: set[bytes] = set()
+        self.peers: set[bytes] = set()
         self.ops_applied: Counter = Counter()
         self.bytes_written = 0
         self.last_batch = 0
@@ -85,6 +102,8 @@ class Server:
             while not self._stopping:
                 if poller.poll(POLL_MS):
                     self._turn()
+                if time.monotonic() - self._last_checkpoint >= self.checkpoint_interval_s:
+                    self.checkpoint()
             self._turn()  # acknowledge what already arrived before closing
         finally:
             self.close()
@@ -100,40 +119,62 @@ class Server:
         if batch:
             for identity, frames in self.process(batch):
                 self._socket.send_multipart([identity, *frames], copy=False)
+            if self.journal.size >= self.checkpoint_bytes:
+                self.checkpoint()
 
     def process(self, batch: list) -> list:
-        """Apply a batch of raw messages; the reply frames for each sender, in order."""
-        parsed = []  # (identity, request id, ops or error)
+        """Apply a batch of raw messages; the reply frames for each sender, in order.
+
+        Appends are checked and given their indices, journaled, and only then
+        written to the file; other mutating ops (idempotent) are journaled
+        right after they are applied. Replies go out after the journal write:
+        nothing is acknowledged before it is in the journal. A request resent
+        after a restart gets the results it got before, op by op.
+        """
+        parsed = []  # (identity, request or None, ProtocolError or None)
         for frames in batch:
             identity = frames[0].bytes
-            self.clients.add(identity)
+            self.peers.add(identity)
             try:
-                request = decode_request(frames[1:])
+                parsed.append((identity, decode_request(frames[1:]), None))
             except ProtocolError as exc:
                 log.warning("bad request from %s: %s", identity.hex(), exc)
-                parsed.append((identity, -1, exc))
+                parsed.append((identity, None, exc))
+        results: list[list] = []
+        work = []  # (message, op index, op) still to apply
+        for m, (_, request, error) in enumerate(parsed):
+            if request is None:
+                results.append([error])
                 continue
-            parsed.append((identity, request.id, request.ops))
-        flat = [(m, i, op) for m, (_, _, ops) in enumerate(parsed) if isinstance(ops, list) for i, op in enumerate(ops)]
-        results = [[None] * len(ops) if isinstance(ops, list) else [ops] for _, _, ops in parsed]
+            known = self.clients.lookup(request.client, request.id) if request.client else None
+            results.append([_Known(known[i]) if known and i in known else None for i in range(len(request.ops))])
+            work.extend((m, i, op) for i, op in enumerate(request.ops) if not (known and i in known))
+        self._segment: list = []  # journal entries not written yet
+        self._commits: list = []  # append writes waiting for that journal write
         position = 0
-        while position < len(flat):
+        while position < len(work):
             end = position + 1
-            if flat[position][2].name != "append":
-                m, i, op = flat[position]
-                results[m][i] = self._apply_one(op)
-            else:
-                while end < len(flat) and flat[end][2].name == "append":
+            if work[position][2].name == "append":
+                while end < len(work) and work[end][2].name == "append":
                     end += 1
-                self._apply_appends(flat[position:end], results)
+                self._prepare_appends(work[position:end], parsed, results)
+            else:
+                self._flush_segment(results)  # earlier appends must be in the file before this op
+                m, i, op = work[position]
+                outcome = results[m][i] = self._apply_one(op)
+                if op.name in MUTATING_OPS:
+                    logged = None if isinstance(outcome, BaseException) else [op.name, op.path, op.args]
+                    self._log(parsed[m][1], i, logged, outcome)
             position = end
-        return [(identity, encode_reply(rid, res)) for (identity, rid, _), res in zip(parsed, results)]
+        self._flush_segment(results)
+        return [(identity, encode_reply_body(request.id if request else -1, [_wire(r) for r in res]))
+                for (identity, request, _), res in zip(parsed, results)]
 
-    def _apply_appends(self, run: list, results: list) -> None:
-        """A run of consecutive appends: one slice write per variable.
+    def _prepare_appends(self, run: list, parsed: list, results: list) -> None:
+        """A run of consecutive appends: reserve indices now, one slice write per variable later.
 
         Appends to different variables commute (indices are per variable and
-        nothing is acknowledged before the whole batch is applied), so grouping
+        nothing is acknowledged before the whole batch is done), so grouping
         the run by path, keeping arrival order within each path, is invisible
         to clients.
         """
@@ -141,23 +182,53 @@ class Server:
         for entry in run:
             by_path.setdefault(entry[2].path, []).append(entry)
         for path, entries in by_path.items():
-            for (m, i, _), outcome in zip(entries, self._append_run([e[2] for e in entries])):
+            values = [op.args.get("data") for _, _, op in entries]
+            try:
+                outcomes, commit = self.engine.prepare_appends(path, values)
+            except Exception as exc:  # noqa: BLE001 - a bad request must not stop the daemon
+                outcomes, commit = [exc] * len(entries), None
+            for (m, i, _), value, outcome in zip(entries, values, outcomes):
                 results[m][i] = outcome
+                if isinstance(outcome, BaseException):
+                    self._log_error("append", path, outcome)
+                    self._log(parsed[m][1], i, None, outcome)
+                else:
+                    self.ops_applied["append"] += 1
+                    self.bytes_written += _nbytes(value)
+                    self._log(parsed[m][1], i, ["put", path, {"data": value, "index": outcome}], outcome)
+            if commit is not None:
+                self._commits.append((entries, commit))
 
-    def _append_run(self, ops: list[Op]) -> list:
-        values = [op.args.get("data") for op in ops]
-        try:
-            outcomes = self.engine.append_many(ops[0].path, values)
-        except Exception as exc:  # noqa: BLE001 - a bad request must not stop the daemon
-            self._log_error("append", ops[0].path, exc)
-            return [exc] * len(ops)
-        for value, outcome in zip(values, outcomes):
-            if isinstance(outcome, BaseException):
-                self._log_error("append", ops[0].path, outcome)
-            else:
-                self.ops_applied["append"] += 1
-                self.bytes_written += _nbytes(value)
-        return outcomes
+    def _log(self, request: Any, op_index: int, logged: list | None, outcome: Any) -> None:
+        """Queue a mutating op's journal entry (``logged`` None: it failed, only its result is kept)."""
+        wire = _wire(outcome)
+        if request.client:
+            self.clients.remember(request.client, request.id, op_index, wire)
+        self._segment.append([request.client, request.id, op_index, logged, wire])
+
+    def _flush_segment(self, results: list) -> None:
+        """Write the queued journal entries as one record, then the appends they cover."""
+        if self._segment:
+            self.seq += 1
+            self.journal.append({"seq": self.seq, "ops": self._segment})
+            self._segment = []
+        for entries, commit in self._commits:
+            for (m, i, _), outcome in zip(entries, commit()):
+                results[m][i] = outcome
+        self._commits = []
+
+    def checkpoint(self) -> None:
+        """Sync the file with the batch number it now holds, then empty the journal.
+
+        A crash between the steps is safe: replay skips batches the file's
+        recorded number covers, and re-putting an entry is idempotent. The
+        client table survives in the journal's first record.
+        """
+        self.engine.checkpoint(self.seq)
+        self.journal.truncate()
+        self.clients.forget_idle()
+        self.journal.append({"snapshot": self.seq, "clients": self.clients.snapshot()})
+        self._last_checkpoint = time.monotonic()
 
     def _apply_one(self, op: Op) -> Any:
         handler = getattr(self, f"_op_{op.name}")
@@ -222,7 +293,11 @@ class Server:
             "endpoint": self.endpoint,
             "version": PROTOCOL_VERSION,
             "uptime_s": round(uptime, 3),
-            "clients_seen": len(self.clients),
+            "clients_seen": len(self.peers),
+            "clients_remembered": len(self.clients),
+            "last_batch_seq": self.seq,
+            "journal_bytes": self.journal.size,
+            "fsync": self.journal.fsync,
             "ops_applied": dict(self.ops_applied),
             "ops_per_s": round(total / uptime, 1) if uptime > 0 else 0.0,
             "queue_depth": self.last_batch,
@@ -233,6 +308,8 @@ class Server:
     def close(self) -> None:
         """Sync and close the file, unbind, remove socket and lock."""
         try:
+            self.checkpoint()
+            self.journal.close()
             self.engine.close()
         finally:
             self._socket.close()
@@ -252,3 +329,21 @@ def _nbytes(value: Any) -> int:
     if isinstance(value, str):
         return len(value)
     return 8
+
+
+class _Known:
+    """A result the daemon already sent for a resent request (kept in wire form)."""
+
+    __slots__ = ("wire",)
+
+    def __init__(self, wire: list):
+        self.wire = wire
+
+
+def _wire(outcome: Any) -> list:
+    """``[ok, value-or-error]`` as a reply carries it."""
+    if isinstance(outcome, _Known):
+        return list(outcome.wire)
+    if isinstance(outcome, BaseException):
+        return [False, error_to_wire(outcome)]
+    return [True, outcome]

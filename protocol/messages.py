@@ -26,9 +26,9 @@ OPS: dict[str, dict[str, tuple]] = {
     "get_directory": {"create": (bool,)},
     "list": {},
     "info": {},
-    "write": {"data": (_ANY,), "at_index": (int, type(None))},
+    "write": {"data": (_ANY,), "at_index": (_ANY,)},  # index types: checked by the engine, same error as in-process
     "append": {"data": (_ANY,)},
-    "read": {"index": (int, slice, type(None))},
+    "read": {"index": (_ANY,)},
     "add_metadata": {"name": (str,), "value": (_ANY,)},
     "metadata": {},
     "sync": {},
@@ -93,18 +93,26 @@ def _check_op(raw: Any) -> Op:
             raise ProtocolError(f"{name}: unexpected argument {key!r}")
         if allowed != (_ANY,) and not isinstance(value, allowed):
             raise ProtocolError(f"{name}: argument {key!r} has type {type(value).__name__}")
-        if allowed == (int, type(None)) and isinstance(value, bool):
-            raise ProtocolError(f"{name}: argument {key!r} must be an integer")
     return Op(name, path, args)
 
 
+def reply_body(results: Sequence[Any]) -> list:
+    """``[[ok, value-or-error-dict], ...]`` for results that are values or exceptions."""
+    return [[False, error_to_wire(r)] if isinstance(r, BaseException) else [True, r] for r in results]
+
+
 def encode_reply(request_id: int, results: Sequence[Any]) -> list:
-    """Frames of a reply; each result is a value or an exception."""
-    body = [[False, error_to_wire(r)] if isinstance(r, BaseException) else [True, r] for r in results]
+    """Frames of a reply; each result is a value, an exception, or already ``[ok, value]``."""
+    body = reply_body(results)
+    return encode_reply_body(request_id, body)
+
+
+def encode_reply_body(request_id: int, body: list) -> list:
+    """Frames of a reply from an already wire-shaped body."""
     try:
         return pack({"id": request_id, "results": body})
     except Exception as exc:  # a result we cannot encode must not kill the daemon
-        return pack({"id": request_id, "results": [[False, error_to_wire(exc)] for _ in results]})
+        return pack({"id": request_id, "results": [[False, error_to_wire(exc)] for _ in body]})
 
 
 def decode_reply(frames: Sequence[Any]) -> tuple[int, list]:
