@@ -36,6 +36,7 @@ HIGH_WATER_MARK = 1000  # messages queued per peer before senders block
 POLL_MS = 200  # how often the loop looks at its stop flag while idle
 CHECKPOINT_INTERVAL_S = 30.0
 CHECKPOINT_BYTES = 256 * 1024 * 1024
+_CHECKPOINT_PAUSE_S = float(os.environ.get("NSTORED_TEST_CHECKPOINT_PAUSE_S", "0") or 0)
 
 
 class Server:
@@ -225,6 +226,8 @@ class Server:
         client table survives in the journal's first record.
         """
         self.engine.checkpoint(self.seq)
+        if _CHECKPOINT_PAUSE_S:  # tests only: widen the window between file sync and journal truncation
+            time.sleep(_CHECKPOINT_PAUSE_S)
         self.journal.truncate()
         self.clients.forget_idle()
         self.journal.append({"snapshot": self.seq, "clients": self.clients.snapshot()})
