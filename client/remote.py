@@ -39,7 +39,7 @@ POLL_SLICE_S = 0.5  # how often a waiting client checks that its daemon still ex
 # its oldest op has waited this long at the next call; at most WINDOW batches
 # are unacknowledged before the next send blocks (backpressure).
 PIPELINE_MAX_OPS = 1024
-PIPELINE_MAX_BYTES = 4 * 1024 * 1024
+PIPELINE_MAX_BYTES = 1024 * 1024
 PIPELINE_MAX_DELAY_S = 0.005
 PIPELINE_WINDOW = 8
 
@@ -102,8 +102,9 @@ class RemoteDriver(StorageDriver):
 
     def __init__(self, endpoint: str, *, timeout: float = DEFAULT_TIMEOUT_S,
                  connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S, pipeline: bool = False,
-                 grace: float = DEFAULT_GRACE_S):
+                 grace: float = DEFAULT_GRACE_S, keys: str | None = None):
         self.endpoint = endpoint
+        self.keys = keys or os.environ.get("NSTORE_KEYS") or None
         self.timeout = timeout
         self.grace = grace
         self.daemon_pid = -1
@@ -147,6 +148,8 @@ class RemoteDriver(StorageDriver):
                 raise ConnectionError(f"no nstored listens at {self.endpoint}")
             sock = zmq.Context.instance().socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 5000)  # at exit, give queued messages time to leave
+            if self.keys:
+                _secure_client(sock, self.keys)
             sock.connect(self.endpoint)
             self._socket = sock
         return self._socket
@@ -173,7 +176,7 @@ class RemoteDriver(StorageDriver):
         deadline = time.monotonic() + self.grace
         while True:
             try:
-                pid = _probe(self.endpoint)
+                pid = _probe(self.endpoint, keys=self.keys)
                 break
             except ConnectionError:
                 if time.monotonic() >= deadline:
@@ -388,7 +391,8 @@ def _checked(value: Any, path: str) -> Any:
 
 
 def connect(target: str, *, spawn: bool = False, pipeline: bool = False, timeout: float = DEFAULT_TIMEOUT_S,
-            connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S, grace: float = DEFAULT_GRACE_S) -> RemoteDriver:
+            connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S, grace: float = DEFAULT_GRACE_S,
+            keys: str | None = None) -> RemoteDriver:
     """A driver talking to the daemon that serves ``target`` (a file path or an endpoint).
 
     With ``spawn=True`` and no daemon serving the file, start one (``nstored
@@ -397,8 +401,11 @@ def connect(target: str, *, spawn: bool = False, pipeline: bool = False, timeout
     ``pipeline=True`` batches writes without waiting (see :class:`RemoteDriver`).
     If the daemon dies, calls wait up to ``grace`` seconds for it to be
     restarted and carry on; nothing acknowledged is lost or applied twice.
+    ``keys``: the directory from ``nstored keygen`` for a CurveZMQ daemon
+    (default: ``$NSTORE_KEYS``).
     """
-    options = {"timeout": timeout, "connect_timeout": connect_timeout, "pipeline": pipeline, "grace": grace}
+    options = {"timeout": timeout, "connect_timeout": connect_timeout, "pipeline": pipeline, "grace": grace,
+               "keys": keys}
     if is_endpoint(target):
         return RemoteDriver(target, **options)
     file_name = real_path(target)
@@ -414,12 +421,23 @@ def connect(target: str, *, spawn: bool = False, pipeline: bool = False, timeout
     return RemoteDriver(_endpoint_for(file_name), **options)
 
 
-def _probe(endpoint: str, timeout: float = 1.0) -> int:
+def _secure_client(sock: zmq.Socket, keys: str) -> None:
+    """CurveZMQ client keys from ``keys/client.key_secret`` and the server's ``keys/server.key``."""
+    import zmq.auth
+
+    public, secret = zmq.auth.load_certificate(os.path.join(keys, "client.key_secret"))
+    server_public, _ = zmq.auth.load_certificate(os.path.join(keys, "server.key"))
+    sock.curve_secretkey, sock.curve_publickey, sock.curve_serverkey = secret, public, server_public
+
+
+def _probe(endpoint: str, timeout: float = 1.0, keys: str | None = None) -> int:
     """The pid of the daemon answering at ``endpoint``; ConnectionError if none does."""
     if endpoint.startswith("ipc://") and not os.path.exists(endpoint[len("ipc://"):]):
         raise ConnectionError(f"no nstored listens at {endpoint}")
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    if keys:
+        _secure_client(sock, keys)
     try:
         sock.connect(endpoint)
         sock.send_multipart(encode_request(0, "", [("hello", "", {"version": PROTOCOL_VERSION})]))

@@ -5,6 +5,7 @@
     nstored stop FILE | --endpoint E      drain, checkpoint, close, wait for exit
     nstored status FILE | --endpoint E [--json]
     nstored recover FILE                  replay the journal into the file, then exit
+    nstored keygen DIR                    CurveZMQ key pairs for tcp beyond loopback
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         server = Server(args.file, args.endpoint, fsync=args.fsync,
                         checkpoint_interval_s=args.checkpoint_interval,
-                        checkpoint_bytes=int(args.checkpoint_mb * 1024 * 1024))
+                        checkpoint_bytes=int(args.checkpoint_mb * 1024 * 1024),
+                        keys=args.keys, insecure=args.insecure)
     except AlreadyServedError as exc:
         print(f"nstored: {exc}", file=sys.stderr)
         return 3
@@ -52,6 +54,10 @@ def _start(args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "nstore.daemon.cli", "serve", file_name, "--log-level", args.log_level,
                "--fsync", args.fsync, "--checkpoint-interval", str(args.checkpoint_interval),
                "--checkpoint-mb", str(args.checkpoint_mb)]
+    if args.keys:
+        command += ["--keys", args.keys]
+    if args.insecure:
+        command += ["--insecure"]
     if args.endpoint:
         command += ["--endpoint", args.endpoint]
     with open(log_path, "ab") as log_file:
@@ -65,7 +71,7 @@ def _start(args: argparse.Namespace) -> int:
             print(_tail(log_path), file=sys.stderr)
             return code or 1
         info = read_lock(file_name)
-        if info and info.get("pid") == child.pid and _answers(info["endpoint"]):
+        if info and info.get("pid") == child.pid and _answers(info["endpoint"], args.keys):
             print(info["endpoint"])
             return 0
         time.sleep(0.05)
@@ -75,11 +81,11 @@ def _start(args: argparse.Namespace) -> int:
     return 1
 
 
-def _answers(endpoint: str) -> bool:
+def _answers(endpoint: str, keys: str | None = None) -> bool:
     from .control import query
 
     try:
-        query(endpoint, "status", timeout=1.0)
+        query(endpoint, "status", timeout=1.0, keys=keys)
         return True
     except (ConnectionError, TimeoutError):
         return False
@@ -100,7 +106,7 @@ def _stop(args: argparse.Namespace) -> int:
         print(f"nstored: no daemon serves {args.file}", file=sys.stderr)
         return 1
     try:
-        pid = query(endpoint, "shutdown", timeout=args.timeout)["pid"]
+        pid = query(endpoint, "shutdown", timeout=args.timeout, keys=args.keys)["pid"]
     except (ConnectionError, TimeoutError) as exc:
         print(f"nstored: {exc}", file=sys.stderr)
         return 1
@@ -122,7 +128,7 @@ def _status(args: argparse.Namespace) -> int:
         print(f"nstored: no daemon serves {args.file}", file=sys.stderr)
         return 1
     try:
-        status = query(endpoint, "status", timeout=args.timeout)
+        status = query(endpoint, "status", timeout=args.timeout, keys=args.keys)
     except (ConnectionError, TimeoutError) as exc:
         print(f"nstored: {exc}", file=sys.stderr)
         return 1
@@ -170,6 +176,16 @@ def _recover(args: argparse.Namespace) -> int:
         lock.release()
 
 
+def _keygen(args: argparse.Namespace) -> int:
+    from .security import keygen
+
+    paths = keygen(args.directory)
+    print(f"server keys: {paths['server_secret']} (keep on the daemon's host)")
+    print(f"client keys: {paths['client_secret']} (copy to worker hosts; connect(..., keys=DIR))")
+    print(f"authorized client keys: {paths['authorized']}/ (add more *.key files to admit more clients)")
+    return 0
+
+
 def _tail(path: str, lines: int = 20) -> str:
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
@@ -189,6 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "recover":
             p.add_argument("--progress", action="store_true", help="show a progress bar even when not on a terminal")
             continue
+        if name in ("serve", "start"):
+            p.add_argument("--keys", metavar="DIR", help="CurveZMQ keys from `nstored keygen DIR` (tcp)")
+            p.add_argument("--insecure", action="store_true",
+                           help="allow tcp beyond loopback without keys (trusted networks only)")
         p.add_argument("--endpoint", help="ZeroMQ endpoint (default: the file's ipc socket)")
         if name in ("serve", "start"):
             p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -203,8 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--log", help="log file (default: FILE.nstored.log)")
         if name in ("stop", "status"):
             p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait")
+            p.add_argument("--keys", metavar="DIR", default=os.environ.get("NSTORE_KEYS"),
+                           help="CurveZMQ keys for a daemon that requires them (default $NSTORE_KEYS)")
         if name == "status":
             p.add_argument("--json", action="store_true", help="machine-readable output")
+    keygen = sub.add_parser("keygen", help="create CurveZMQ server and client key pairs")
+    keygen.add_argument("directory")
+    keygen.set_defaults(func=_keygen)
     return parser
 
 

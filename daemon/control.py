@@ -10,7 +10,7 @@ from nstore.protocol.errors import error_from_wire
 from nstore.protocol.messages import decode_reply, encode_request
 
 
-def query(endpoint: str, op: str, timeout: float = 5.0) -> Any:
+def query(endpoint: str, op: str, timeout: float = 5.0, keys: str | None = None) -> Any:
     """Send one ``op`` and return its result; ConnectionError when nobody answers in time."""
     if endpoint.startswith("ipc://"):
         import os
@@ -20,6 +20,10 @@ def query(endpoint: str, op: str, timeout: float = 5.0) -> Any:
     context = zmq.Context.instance()
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    if keys:
+        from .security import secure_client
+
+        secure_client(sock, keys)
     try:
         sock.connect(endpoint)
         sock.send_multipart(encode_request(1, "nstored-cli", [(op, "", {})]))

@@ -27,12 +27,14 @@ from .engine import NetCDFIODriver
 from .journal import Journal, journal_path
 from .lock import DaemonLock
 from .recovery import replay
+from .security import check_endpoint, secure_server
 
 log = logging.getLogger("nstored")
 
 DEFAULT_MAX_BATCH = 256  # messages taken per loop turn
 DEFAULT_MAX_MESSAGE_BYTES = 512 * 1024 * 1024
-HIGH_WATER_MARK = 1000  # messages queued per peer before senders block
+HIGH_WATER_MARK = 16  # messages queued per peer before its sends block: bounds daemon memory
+DEFAULT_MAX_BATCH_BYTES = 64 * 1024 * 1024  # stop draining the socket past this much per turn
 POLL_MS = 200  # how often the loop looks at its stop flag while idle
 CHECKPOINT_INTERVAL_S = 30.0
 CHECKPOINT_BYTES = 256 * 1024 * 1024
@@ -45,9 +47,13 @@ class Server:
     def __init__(self, file_name: str, endpoint: str | None = None, *,
                  max_batch: int = DEFAULT_MAX_BATCH, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                  fsync: str = "never", checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S,
-                 checkpoint_bytes: int = CHECKPOINT_BYTES):
+                 checkpoint_bytes: int = CHECKPOINT_BYTES, keys: str | None = None, insecure: bool = False,
+                 max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES):
         self.file_name = real_path(file_name)
         self.max_batch = max_batch
+        self.max_batch_bytes = max_batch_bytes
+        endpoint = endpoint or default_endpoint(self.file_name)
+        check_endpoint(endpoint, keys, insecure)
         self.checkpoint_interval_s = checkpoint_interval_s
         self.checkpoint_bytes = checkpoint_bytes
         self.clients = ClientTable()
@@ -67,7 +73,8 @@ class Server:
             self._socket.setsockopt(zmq.RCVHWM, HIGH_WATER_MARK)
             self._socket.setsockopt(zmq.SNDHWM, HIGH_WATER_MARK)
             self._socket.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
-            self.endpoint = self._bind(endpoint or default_endpoint(self.file_name))
+            self._authenticator = secure_server(self._context, self._socket, keys) if keys else None
+            self.endpoint = self._bind(endpoint)
             self._lock.record(self.endpoint, self.file_name)
         except BaseException:
             self._lock.release()
@@ -110,12 +117,14 @@ class Server:
             self.close()
 
     def _turn(self) -> None:
-        batch = []
-        while len(batch) < self.max_batch:
+        batch, size = [], 0
+        while len(batch) < self.max_batch and size < self.max_batch_bytes:
             try:
-                batch.append(self._socket.recv_multipart(zmq.NOBLOCK, copy=False))
+                frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 break
+            batch.append(frames)
+            size += sum(len(f) for f in frames)
         self.last_batch = len(batch)
         if batch:
             for identity, frames in self.process(batch):
@@ -316,6 +325,8 @@ class Server:
             self.engine.close()
         finally:
             self._socket.close()
+            if self._authenticator is not None:
+                self._authenticator.stop()
             self._context.term()
             if self.endpoint.startswith("ipc://"):
                 try:
