@@ -26,16 +26,22 @@ class DaemonLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                info = _read(self.path)
+                raise AlreadyServedError(
+                    f"{self.path[: -len('.nstored')]} is already served by nstored "
+                    f"(pid {info.get('pid', '?')}, endpoint {info.get('endpoint', '?')})"
+                ) from None
+            # A daemon that was releasing may have unlinked the file between our open and
+            # flock: a lock on that deleted file excludes nobody. Retry on the current one.
+            if _same_file(fd, self.path):
+                break
             os.close(fd)
-            info = _read(self.path)
-            raise AlreadyServedError(
-                f"{self.path[: -len('.nstored')]} is already served by nstored "
-                f"(pid {info.get('pid', '?')}, endpoint {info.get('endpoint', '?')})"
-            ) from None
         self._fd = fd
 
     def record(self, endpoint: str, file_name: str) -> None:
@@ -55,6 +61,15 @@ class DaemonLock:
             pass
         os.close(self._fd)
         self._fd = None
+
+
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        on_disk = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (held.st_dev, held.st_ino) == (on_disk.st_dev, on_disk.st_ino)
 
 
 def _read(path: str) -> dict:

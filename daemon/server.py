@@ -91,7 +91,9 @@ class Server:
         if endpoint.startswith("ipc://"):
             path = endpoint[len("ipc://"):]
             if os.path.exists(path):
-                os.unlink(path)  # stale: we hold the file's lock, so no live daemon owns it
+                if _socket_alive(path):
+                    raise OSError(f"{endpoint} is in use by another live process (another file's daemon?)")
+                os.unlink(path)  # stale: nobody listens on it any more
             self._socket.bind(endpoint)
             os.chmod(path, 0o600)
             return endpoint
@@ -335,6 +337,20 @@ class Server:
                     pass
             self._lock.release()
             log.info("stopped; %s closed", self.file_name)
+
+
+def _socket_alive(path: str) -> bool:
+    """True when something accepts connections on the Unix socket at ``path``."""
+    import socket
+
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
 
 
 def _nbytes(value: Any) -> int:

@@ -59,10 +59,21 @@ def is_endpoint(target: str) -> bool:
 
 
 def pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs. An exited process its parent has not reaped yet (a
+    zombie: a late-reaping container init or supervisor) counts as gone."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False  # no /proc (not Linux) or the process vanished: kill(0) said enough
+    return state in (b"Z", b"X")
