@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from nstore.protocol.api import StorageDriver, StorageVariable
+from nstore.protocol.paths import normalize_path
 
 #: Names the proxies use themselves; reach such a stored name with ``store["..."]``.
 RESERVED_NAMES = frozenset({"write", "append", "read", "add_metadata", "metadata", "path", "name"})
@@ -210,7 +211,8 @@ class StorageInterface:
 
 
 def _parts(path: str) -> list[str]:
-    parts = [p for p in str(path).split("/") if p]
-    if not parts:
+    # normalize_path rejects "a//b", "..", control characters (ValueError) like the drivers do.
+    normalized = normalize_path(str(path))
+    if not normalized:
         raise KeyError(f"{path!r}: empty path")
-    return parts
+    return normalized.split("/")

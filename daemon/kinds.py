@@ -40,6 +40,7 @@ class Kind(NamedTuple):
 
 
 _I8, _F8, _BOOL_DISK = np.dtype("int64"), np.dtype("float64"), np.dtype("int8")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 # --- classification ----------------------------------------------------------------
@@ -52,14 +53,23 @@ def _numeric_list(items: list | tuple) -> np.dtype | None:
     first = type(items[0])
     if first not in (int, float) or any(type(x) is not first for x in items):
         return None
+    if first is int:
+        for x in items:
+            _check_int64(x)
     return _I8 if first is int else _F8
+
+
+def _check_int64(value: int) -> None:
+    """ValueError unless the Python int fits the int64 it is stored as."""
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise ValueError("integer does not fit in 64 bits")
 
 
 def _disk_dtype(dtype: np.dtype) -> np.dtype:
     dtype = check_dtype(dtype)
     if dtype.kind == "b":
         return _BOOL_DISK  # NetCDF has no bool
-    if dtype.kind == "f" and dtype.itemsize < 4:
+    if dtype.kind == "f" and dtype.itemsize not in (4, 8):
         raise TypeError(f"dtype {dtype} is not storable in NetCDF (use float32 or float64)")
     return dtype.newbyteorder("=")
 
@@ -78,10 +88,13 @@ def signature(value: Any) -> Signature:
     if cls is float:
         return Signature("float", "float", (1,), _F8)
     if cls is int:
+        _check_int64(value)
         return Signature("int", "int", (1,), _I8)
     if cls is bool:
         return Signature("bool", "bool", (1,), _BOOL_DISK)
     if cls is str:
+        if "\x00" in value:  # netCDF strings are C strings: the rest would be cut off
+            raise ValueError("a str holding NUL characters cannot be stored")
         return Signature("str", "str", (1,), TEXT)
     if cls is dict:
         return Signature("dict", "dict", (1,), TEXT)
@@ -106,10 +119,13 @@ def signature(value: Any) -> Signature:
 def _quantity_signature(value: Any) -> Signature:
     unit = unit_string(value.units)
     magnitude = value.magnitude
+    if type(magnitude) is np.ndarray and magnitude.ndim == 0:  # force_ndarray_like registries (pint-xarray)
+        magnitude = magnitude[()]
     cls = type(magnitude)
     if cls is float or isinstance(magnitude, np.floating):
         return Signature("quantity", "float", (1,), _F8, unit)
     if (cls is int or isinstance(magnitude, np.integer)) and cls is not bool:
+        _check_int64(int(magnitude))
         return Signature("quantity", "int", (1,), _I8, unit)
     if cls is list or cls is tuple:
         dtype = _numeric_list(magnitude)
@@ -117,7 +133,8 @@ def _quantity_signature(value: Any) -> Signature:
             return Signature("quantity", cls.__name__, (len(magnitude),), dtype, unit)
     if cls is np.ndarray and magnitude.dtype.kind in "iuf":
         return _array_signature("quantity", magnitude, unit)
-    raise UnsupportedTypeError(f"pint.Quantity of {type_name(magnitude)}")
+    inner = f"numpy.ndarray of {magnitude.dtype}" if cls is np.ndarray else type_name(magnitude)
+    raise UnsupportedTypeError(f"pint.Quantity of {inner}")
 
 
 def describe(sig: Signature) -> str:
@@ -144,12 +161,15 @@ def check_compatible(stored: Signature, new: Signature, path: str, verb: str) ->
         same_type = stored.type_attr != "bool" and new.type_attr != "bool" and np.can_cast(
             new.dtype, stored.dtype, "same_kind"
         )
+    if not same_type and stored.io_type == new.io_type == "quantity":  # classic list quantities: pint has arrays
+        same_type = stored.type_attr in ("list", "tuple") and new.type_attr == "numpy.ndarray"
     if same_type and KINDS[stored.io_type].storage == "array" and stored.dtype != new.dtype:
         same_type = np.can_cast(new.dtype, stored.dtype, "same_kind")
     if not same_type:
         raise TypeError(f"{path}: cannot {verb} {describe(new)}: the variable holds {describe(stored)}")
     if stored.row_shape != new.row_shape:
-        raise ValueError(f"{path}: {verb}ed shape {shape_text(new)} does not match stored shape {shape_text(stored)}")
+        done = {"write": "written", "append": "appended"}.get(verb, f"{verb}ed")
+        raise ValueError(f"{path}: {done} shape {shape_text(new)} does not match stored shape {shape_text(stored)}")
 
 
 # --- encoding -------------------------------------------------------------------------

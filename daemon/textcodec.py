@@ -20,20 +20,32 @@ _SafeDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+_PLAIN_TYPES = (bool, int, float, str, list, dict)
+
+
 class _Dumper(_SafeDumper):
     def represent_data(self, data: Any):
         if is_quantity(data):
             mapping = {"QuantityValue": data.magnitude, "QuantityUnit": unit_string(data.units)}
             return self.represent_mapping("!Quantity", mapping)
         if isinstance(data, np.ndarray):
-            check_dtype(data.dtype)
+            try:
+                check_dtype(data.dtype)
+            except TypeError:
+                raise UnsupportedTypeError(f"numpy.ndarray of {data.dtype}") from None
             mapping = {"dtype": data.dtype.name, "shape": list(data.shape), "data": data.reshape(-1).tolist()}
             return self.represent_mapping("!ndarray", mapping)
         if isinstance(data, np.generic):
-            return self.represent_data(data.item())
+            item = data.item()
+            if isinstance(item, np.generic):  # e.g. longdouble: no Python equivalent
+                raise UnsupportedTypeError(type_name(data))
+            return self.represent_data(item)
         if type(data) is tuple:
             return self.represent_sequence("!tuple", list(data))
-        return super().represent_data(data)
+        if data is None or type(data) in _PLAIN_TYPES:
+            return super().represent_data(data)
+        # yaml's safe dumper would also take sets, bytes, dates, ...: not nstore types.
+        raise UnsupportedTypeError(type_name(data))
 
 
 class _Loader(_SafeLoader):
@@ -64,6 +76,8 @@ def dumps(value: Any) -> str:
     """YAML text for ``value``; UnsupportedTypeError names a type it cannot hold."""
     try:
         return yaml.dump(value, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
+    except UnsupportedTypeError:
+        raise
     except yaml.representer.RepresenterError as exc:
         offender = exc.args[1] if len(exc.args) > 1 else exc
         raise UnsupportedTypeError(type_name(offender)) from None

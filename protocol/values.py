@@ -32,6 +32,10 @@ INLINE_ARRAY_BYTES = 4096
 # numpy kinds nstore stores: bool, signed and unsigned integers, floats.
 ARRAY_KINDS = frozenset("biuf")
 MAX_ARRAY_NDIM = 32
+# Tuples, arrays, numpy scalars, quantities and slices nest as extension types;
+# each level unpacks with a fresh msgpack C context (tens of kB of C stack), so
+# a hostile message nesting a few hundred of them would crash the process.
+MAX_EXT_DEPTH = 32
 
 
 def check_dtype(dtype: Any) -> np.dtype:
@@ -61,13 +65,19 @@ class _Packer:
 
     def __init__(self) -> None:
         self.frames: list[Any] = []
+        self.depth = 0
 
     def pack(self, obj: Any) -> bytes:
         # A fresh packb per level: msgpack's Packer is not re-entrant from `default`.
+        if self.depth > MAX_EXT_DEPTH:
+            raise ValueError(f"value nests tuples/arrays/quantities deeper than {MAX_EXT_DEPTH} levels")
+        self.depth += 1
         try:
             return msgpack.packb(obj, default=self._default, strict_types=True, use_bin_type=True)
         except OverflowError:
             raise ValueError("integer does not fit in 64 bits") from None
+        finally:
+            self.depth -= 1
 
     def _default(self, obj: Any) -> msgpack.ExtType:
         if type(obj) is tuple:
@@ -77,7 +87,11 @@ class _Packer:
         if isinstance(obj, np.generic) and obj.dtype.kind in ARRAY_KINDS:
             return msgpack.ExtType(EXT_NUMPY_SCALAR, self.pack([obj.dtype.str, obj.tobytes()]))
         if is_quantity(obj):
-            return msgpack.ExtType(EXT_QUANTITY, self.pack([obj.magnitude, unit_string(obj.units)]))
+            try:
+                payload = self.pack([obj.magnitude, unit_string(obj.units)])
+            except UnsupportedTypeError as exc:  # named like the engine names it
+                raise UnsupportedTypeError(f"pint.Quantity of {exc.type_name}") from None
+            return msgpack.ExtType(EXT_QUANTITY, payload)
         if type(obj) is slice:
             return msgpack.ExtType(EXT_SLICE, self.pack([obj.start, obj.stop, obj.step]))
         if type(obj) in (bool, int, float, str, list, dict) or obj is None:
@@ -91,7 +105,7 @@ class _Packer:
         try:
             dtype = check_dtype(arr.dtype)
         except TypeError:
-            raise UnsupportedTypeError(f"numpy.ndarray[{arr.dtype}]") from None
+            raise UnsupportedTypeError(f"numpy.ndarray of {arr.dtype}") from None
         if not arr.flags.c_contiguous:
             arr = arr.copy(order="C")  # (np.ascontiguousarray would turn 0-d into 1-d)
         if arr.nbytes < INLINE_ARRAY_BYTES:
@@ -113,10 +127,24 @@ def unpack(frames: Sequence[Any]) -> Any:
     """The value ``pack`` made these frames from; ProtocolError if they are malformed."""
     if not frames:
         raise ProtocolError("empty message")
-    buffers = [memoryview(frames_body(f)).cast("B") for f in frames[1:]]
+    try:
+        buffers = [memoryview(frames_body(f)).cast("B") for f in frames[1:]]
+    except (TypeError, ValueError) as exc:  # a frame that is not a flat bytes-like buffer
+        raise ProtocolError(f"malformed frame: {exc}") from None
+
+    depth = 0
 
     def ext_hook(code: int, data: bytes) -> Any:
-        inner = msgpack.unpackb(data, ext_hook=ext_hook, raw=False, strict_map_key=False)
+        nonlocal depth
+        if depth >= MAX_EXT_DEPTH:
+            raise ProtocolError(f"extension types nested deeper than {MAX_EXT_DEPTH} levels")
+        depth += 1
+        try:
+            return _decode_ext(code, msgpack.unpackb(data, ext_hook=ext_hook, raw=False, strict_map_key=False))
+        finally:
+            depth -= 1
+
+    def _decode_ext(code: int, inner: Any) -> Any:
         if code == EXT_TUPLE:
             if not isinstance(inner, list):
                 raise ProtocolError("tuple payload is not a list")
@@ -136,6 +164,8 @@ def unpack(frames: Sequence[Any]) -> Any:
             magnitude, unit = inner
             if not isinstance(magnitude, (int, float, list, tuple, np.ndarray, np.generic)) or isinstance(magnitude, bool):
                 raise ProtocolError(f"quantity magnitude of type {type(magnitude).__name__} is not allowed")
+            if np.asarray(magnitude).dtype.kind not in "iuf":  # (ragged lists raise; caught below)
+                raise ProtocolError("quantity magnitude must be an integer or float number or array")
             try:
                 return quantity(magnitude, unit)
             except ValueError as exc:

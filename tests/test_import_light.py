@@ -1,0 +1,41 @@
+"""``import nstore`` in a worker must stay light: no netCDF4, no pint until they are used."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("netCDF4", "pint")
+
+
+def loaded_after(code: str) -> set[str]:
+    """Top-level names of the modules a fresh interpreter has loaded after running ``code``."""
+    script = f"import json, sys\n{code}\nprint(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True, timeout=60)
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import nstore",
+        "import nstore; nstore.StorageInterface; nstore.RESERVED_NAMES",
+        "from nstore import StorageInterface, StorageInterfaceDirVar",
+        "import nstore.protocol.values, nstore.protocol.paths, nstore.protocol.errors, nstore.protocol.api",
+        "from nstore.protocol.values import pack, unpack; unpack(pack({'a': (1, 2.5), 'b': [None, 'x']}))",
+    ],
+)
+def test_light_imports_load_neither_netcdf4_nor_pint(code):
+    loaded = loaded_after(code)
+    assert "nstore" in loaded
+    for heavy in HEAVY:
+        assert heavy not in loaded, f"{code!r} imported {heavy}"
+
+
+def test_the_probe_sees_heavy_modules_when_they_are_used():
+    """Control: the same probe does report netCDF4 and pint once the engine or units are touched."""
+    assert "netCDF4" in loaded_after("import nstore; nstore.NetCDFIODriver")
+    assert "pint" in loaded_after("import nstore; nstore.ureg")
