@@ -229,7 +229,7 @@ class NetCDFIODriver(StorageDriver):
             attrs["units"] = sig.unit
         ncvar.setncatts(attrs)
         var = self._vars[path] = _Var(ncvar, sig, appendable)
-        var.length = 0
+        var.length = 0 if appendable else 1  # (a fixed variable always holds its one entry)
         return var
 
     def _prepare(self, path: str, stored: Signature, data: Any, verb: str) -> Any:

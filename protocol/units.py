@@ -13,7 +13,12 @@ from typing import Any, Callable
 
 MAX_UNIT_LENGTH = 256
 _MAX_EXPONENT = 64
-_EXPONENT = re.compile(r"(\*\*|\^)\s*\(?\s*(-?[0-9.eE+]+)")
+# Unit strings are checked token by token before pint sees them (see _check_syntax).
+_NAME_CHARS = r"\w%°‰∞"  # pint's unit names: letters, digits, _, and a few symbols (%, °C, ‰, R_∞)
+_TOKEN = re.compile(
+    rf"(?P<ws>\s+)|(?P<number>(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)(?![{_NAME_CHARS}.])"
+    rf"|(?P<name>(?:[^\W\d]|[%°‰∞])[{_NAME_CHARS}]*)|(?P<pow>\*\*|\^)|(?P<op>[*/()])|(?P<sign>[+-])"
+)
 
 
 @functools.lru_cache(maxsize=1)
@@ -45,6 +50,8 @@ def _classic_spelling(text: str) -> str:
     text = text.strip()
     if text.startswith("/"):
         text = "1" + text
+    for name in ("elementary charge", "electron volt", "julian year"):  # openmm names with a space
+        text = text.replace(name, name.replace(" ", "_"))
     return text
 
 
@@ -59,24 +66,70 @@ def parse_unit(text: str):
         raise ValueError(f"unit must be a string, not {type(text).__name__}")
     if len(text) > MAX_UNIT_LENGTH:
         raise ValueError(f"unit string longer than {MAX_UNIT_LENGTH} characters")
-    for match in _EXPONENT.finditer(text):
-        try:
-            exponent = float(match.group(2))
-        except ValueError:
-            raise ValueError(f"unit {text!r}: unreadable exponent") from None
-        if abs(exponent) > _MAX_EXPONENT:
-            raise ValueError(f"unit {text!r}: exponent {match.group(2)} out of range")
     if text in ("", "NoneType", "dimensionless"):
         return registry().dimensionless
+    spelled = _classic_spelling(text)
+    _check_syntax(text, spelled)
     try:
-        quantity = registry().parse_expression(_classic_spelling(text))
+        quantity = registry().parse_expression(spelled)
     except Exception as exc:  # pint raises many types for bad input
         raise ValueError(f"unit {text!r} is not a unit pint understands ({type(exc).__name__})") from None
     if not hasattr(quantity, "units"):
         raise ValueError(f"unit {text!r} is a number, not a unit")
     if getattr(quantity, "magnitude", 1) != 1:
         raise ValueError(f"unit {text!r} carries a scale factor; store the scaled value instead")
+    for name, exponent in getattr(quantity.units, "_units", {}).items():
+        if not abs(exponent) <= _MAX_EXPONENT:  # (also refuses nan)
+            raise ValueError(f"unit {text!r}: exponent {exponent} of {name} out of range (at most {_MAX_EXPONENT})")
     return quantity.units
+
+
+def _check_syntax(text: str, spelled: str) -> None:
+    """ValueError unless ``spelled`` is unit names, ``*``, ``/``, parentheses and literal exponents.
+
+    pint evaluates what it parses, with Python integers: ``9**9**9`` would keep
+    the daemon busy for hours. So before pint sees a string, it must be made of
+    unit names (``kilojoule``, ``°C``, ``%``), ``*``, ``/``, parentheses,
+    whitespace and powers whose exponent is a literal number of at most
+    ``_MAX_EXPONENT`` (``m**2``, ``s^-1``, ``m**(-0.5)``); a number elsewhere
+    may only be ``1`` (as in ``1/second``), and nothing is raised to a power twice.
+    """
+    tokens, position = [], 0
+    while position < len(spelled):
+        match = _TOKEN.match(spelled, position)
+        if match is None:
+            raise ValueError(f"unit {text!r}: unexpected character {spelled[position]!r}")
+        position = match.end()
+        if match.lastgroup != "ws":
+            tokens.append((match.lastgroup, match.group()))
+    i = 0
+    while i < len(tokens):
+        kind, token = tokens[i]
+        if kind == "pow":
+            j = i + 1
+            parenthesized = j < len(tokens) and tokens[j] == ("op", "(")
+            j += parenthesized
+            j += j < len(tokens) and tokens[j][0] == "sign"
+            if j >= len(tokens) or tokens[j][0] != "number":
+                raise ValueError(f"unit {text!r}: an exponent must be a number")
+            exponent = float(tokens[j][1])
+            if tokens[j - 1] == ("sign", "-"):
+                exponent = -exponent
+            if not abs(exponent) <= _MAX_EXPONENT:
+                raise ValueError(f"unit {text!r}: exponent {exponent:g} out of range (at most {_MAX_EXPONENT})")
+            if parenthesized:
+                j += 1
+                if j >= len(tokens) or tokens[j] != ("op", ")"):
+                    raise ValueError(f"unit {text!r}: an exponent must be a number")
+            if j + 1 < len(tokens) and tokens[j + 1][0] == "pow":
+                raise ValueError(f"unit {text!r}: an exponent cannot be raised to a power")
+            i = j + 1
+            continue
+        if kind == "sign":
+            raise ValueError(f"unit {text!r}: '{token}' is only allowed in an exponent")
+        if kind == "number" and float(token) != 1.0:
+            raise ValueError(f"unit {text!r} carries a number ({token}); only exponents and 1 (as in 1/second) may")
+        i += 1
 
 
 @functools.lru_cache(maxsize=4096)
