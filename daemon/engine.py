@@ -33,6 +33,10 @@ SUPPORTED_TYPES = "int, float, bool, str, list, tuple, dict, numpy.ndarray, nump
 CHUNK_BYTES = 256 * 1024
 MAX_CHUNK_ROWS = 4096
 TEXT_CHUNK_ROWS = 1024
+# HDF5 chunk cache per variable. netCDF-C's default (64 MiB here) makes a daemon
+# writing 1 MiB rows to 16 variables hold ~1 GiB; a chunk larger than the cache
+# is written straight through, which is what appends of large rows want.
+CHUNK_CACHE_BYTES = 1024 * 1024
 
 _RESERVED_ATTRS = re.compile(r"^(IODriver_|nstore_|_)|^(type|units)$")
 _UNLIMITED = re.compile(r"^unlimited(\d+)$")
@@ -191,7 +195,7 @@ class NetCDFIODriver(StorageDriver):
         dtype = TEXT if ncvar.dtype is str else np.dtype(ncvar.dtype)
         row_shape = tuple(ncvar.shape[1:] if appendable else ncvar.shape)
         sig = Signature(io_type, str(attrs.get("type", "")), row_shape, dtype, unit)
-        ncvar.set_auto_mask(False)
+        _tune(ncvar)
         return _Var(ncvar, sig, appendable)
 
     def _create(self, path: str, sig: Signature, appendable: bool) -> _Var:
@@ -217,7 +221,7 @@ class NetCDFIODriver(StorageDriver):
         if sig.dtype is not TEXT:
             options["fill_value"] = False
         ncvar = group.createVariable(name, sig.dtype, tuple(dims), **options)
-        ncvar.set_auto_mask(False)
+        _tune(ncvar)
         attrs = {
             "IODriver_Type": sig.io_type,
             "type": sig.type_attr,
@@ -478,6 +482,13 @@ def _whole_numbers(convert: Any, path: str, unit: str) -> Any:
         return rounded
 
     return whole
+
+
+def _tune(ncvar: Any) -> None:
+    """Plain ndarrays on read (no masking) and a small chunk cache."""
+    ncvar.set_auto_mask(False)
+    if ncvar.chunking() != "contiguous":
+        ncvar.set_var_chunk_cache(size=CHUNK_CACHE_BYTES)
 
 
 def _variable_path(path: str) -> str:
