@@ -1,0 +1,455 @@
+"""Open one nstore file from every rank of an MPI job: ``nstore.mpi.open_store``.
+
+    from nstore.mpi import open_store
+
+    with open_store("run.nc") as store:          # collective: every rank calls it
+        store[f"replica{rank}"].energy.append(e)  # any rank, any time
+    # collective close: every rank flushed, then rank 0 stopped the daemon it started
+
+Run the job with ``mpiexec -n N python -m mpi4py job.py``. Install with
+``pip install nstore[mpi]``.
+
+What ``open_store`` does, and why:
+
+* **One daemon, started once.** Rank 0 looks for an ``nstored`` already serving
+  the file and otherwise starts one (``nstored start``). Only one process may
+  own a NetCDF file, and only one rank should try to create it, so every other
+  rank just waits for rank 0's answer.
+* **ipc or tcp, from the hostnames.** The ranks allgather
+  ``MPI.Get_processor_name()``. All on one host: the daemon's private ipc
+  socket (fastest, no network). Ranks on several hosts, or ``multi_node=True``:
+  tcp with CurveZMQ keys, because a tcp port on a cluster network is reachable
+  by other users. ``multi_node=True`` on one host binds ``tcp://127.0.0.1`` (still
+  with keys, so the Curve path is exercised); across hosts the daemon binds every
+  interface (or ``host``) and ranks connect to rank 0's host name (or ``host``).
+* **Keys travel over MPI.** Unless ``keys`` names an ``nstored keygen``
+  directory, rank 0 generates a key set in a private temporary directory and
+  broadcasts the client key and the server's public key; a rank that cannot see
+  the same files (another node, no shared /tmp) writes them into a private
+  temporary directory of its own. MPI is the job's trusted channel.
+* **Errors are collective.** If rank 0 cannot start the daemon, it broadcasts
+  the error, and every rank raises the same :class:`MPIStoreError` (no rank is
+  left waiting in a collective). If any rank then fails to connect, every rank
+  closes, rank 0 stops the daemon it started, and every rank raises the same
+  error listing the failed ranks.
+* **Scrubbed environment.** The daemon is started with the launcher's
+  ``PMI_*``/``PMIX_*``/``OMPI_*``/``PRTE_*``/``HYDRA_*``/``MPI_LOCAL*`` variables
+  removed: a child that inherits them is taken for a rank by the MPI runtime
+  (MPICH: ``PMI_Init`` fails; Open MPI: the parent rank crashes).
+
+When a rank dies: launched with ``python -m mpi4py``, an uncaught exception
+on any rank calls ``MPI_Abort`` and the whole job ends at once (without
+``-m mpi4py`` the other ranks would wait forever in the next collective). The
+daemon runs in its own session, so it outlives an aborted job: everything it
+acknowledged is in the file or its journal, nothing is lost or corrupted. Stop
+it with ``nstored stop FILE`` (tcp: ``nstored stop --endpoint E --keys DIR``, or
+``kill PID``; SIGTERM drains and checkpoints). A later ``open_store`` on the
+same file finds and reuses a still-running ipc daemon (and leaves it running,
+since it did not start it). Leaving a ``with open_store(...)`` block by an
+exception closes only this rank's connection (no collective call, so it cannot
+deadlock) and, on rank 0, stops the daemon it started.
+
+mpi4py is imported only here: ``import nstore`` never loads MPI.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from nstore.protocol.endpoints import pid_alive, read_lock, real_path
+
+from .remote import RemoteDriver, connect
+from .storage import StorageInterface
+
+__all__ = ["open_store", "close", "MPIStore", "MPIStoreError", "scrubbed_env"]
+
+#: Environment variables by which an MPI launcher recognises its ranks.
+MPI_ENV_PREFIXES = ("PMI_", "PMIX_", "OMPI_", "PRTE_", "HYDRA_", "MPI_LOCAL")
+START_TIMEOUT_S = 90.0  # `nstored start` itself gives up after 30 s
+STOP_TIMEOUT_S = 60.0
+PORT_ATTEMPTS = 3  # a free port can be taken between picking and binding it
+_KEY_FILES = ("client.key_secret", "server.key")  # what a client needs (see remote._secure_client)
+_WILDCARD_HOSTS = ("0.0.0.0", "*", "::", "")
+
+
+class MPIStoreError(RuntimeError):
+    """Opening (or closing) the store failed; raised identically on every rank."""
+
+
+def scrubbed_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """``env`` (default ``os.environ``) without the MPI launcher's per-rank variables."""
+    env = dict(os.environ if env is None else env)
+    return {k: v for k, v in env.items() if not k.startswith(MPI_ENV_PREFIXES)}
+
+
+@dataclass
+class _Session:
+    """What a rank needs to close collectively."""
+
+    comm: Any
+    endpoint: str
+    file_name: str
+    mode: str  # "ipc" or "tcp"
+    started: bool  # rank 0 started the daemon (so rank 0 stops it)
+    keys: str | None = None  # keys dir this rank connects with
+    keys_for_stop: str | None = None  # rank 0: keys to talk to the daemon
+    owned_dirs: list[str] = field(default_factory=list)  # temp key dirs this rank removes
+    closed: bool = False
+
+    @property
+    def rank(self) -> int:
+        return self.comm.Get_rank()
+
+
+class MPIStore(StorageInterface):
+    """A :class:`~nstore.StorageInterface` opened by :func:`open_store` on every rank.
+
+    It behaves like any store, except that :meth:`close` (and leaving a
+    ``with`` block normally) is collective. ``endpoint`` and ``mode`` are not
+    attributes (they would hide stored groups of that name): see
+    ``store.storage_driver.endpoint`` and :func:`session_info`.
+    """
+
+    _mpi: _Session
+
+    def close(self) -> None:
+        """Collective: every rank flushes and closes, then rank 0 stops the daemon it started.
+
+        Returns on every rank only once the daemon has stopped (or was left to
+        its owner), so the file is complete and closed when ``close`` returns.
+        Raises this rank's own pipelined-write error, if any; raises
+        :class:`MPIStoreError` on every rank if stopping the daemon failed.
+        """
+        session = self._mpi
+        if session.closed:
+            return
+        session.closed = True
+        local_error: BaseException | None = None
+        try:
+            self.storage_driver.close()  # flush: every pipelined op acknowledged
+        except Exception as exc:
+            local_error = exc
+        session.comm.Barrier()  # nobody writes any more
+        stop_error = _stop_daemon(session) if session.rank == 0 else None
+        stop_error = session.comm.bcast(stop_error, root=0)
+        _remove_dirs(session)
+        if local_error is not None:
+            raise local_error
+        if stop_error:
+            raise MPIStoreError(stop_error)
+
+    def _abandon(self) -> None:
+        """Non-collective close after an error: this rank's connection; on rank 0, the daemon it started.
+
+        Used when a ``with`` block ends by an exception, where other ranks may
+        not reach a collective call. Errors are reported on stderr, not raised.
+        """
+        session = self._mpi
+        if session.closed:
+            return
+        session.closed = True
+        try:
+            self.storage_driver.close()
+        except Exception as exc:
+            print(f"nstore.mpi: rank {session.rank}: closing after an error: {exc}", file=sys.stderr)
+        if session.rank == 0:
+            message = _stop_daemon(session)
+            if message:
+                print(f"nstore.mpi: {message}", file=sys.stderr)
+        _remove_dirs(session)
+
+    def __enter__(self) -> "MPIStore":
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._abandon()
+
+    def __repr__(self) -> str:
+        s = self._mpi
+        return f"<MPIStore {s.file_name!r} via {s.endpoint} (rank {s.rank}/{s.comm.Get_size()})>"
+
+
+def session_info(store: MPIStore) -> dict:
+    """``{endpoint, mode, started, keys, file_name}`` of a store from :func:`open_store` (for logs and tests)."""
+    s = store._mpi
+    return {"endpoint": s.endpoint, "mode": s.mode, "started": s.started, "keys": s.keys, "file_name": s.file_name}
+
+
+def close(store: MPIStore, comm: Any = None) -> None:
+    """Collective close of a store from :func:`open_store` (same as ``store.close()``).
+
+    ``comm``, if given, must be the communicator the store was opened with:
+    closing is collective over exactly those ranks.
+    """
+    if comm is not None and comm != store._mpi.comm:
+        raise ValueError("close(store, comm): comm is not the communicator the store was opened with")
+    store.close()
+
+
+def open_store(file_name: str, comm: Any = None, *, multi_node: bool | None = None, keys: str | None = None,
+               pipeline: bool = False, host: str | None = None, **connect_kwargs: Any) -> MPIStore:
+    """Collective: a store on ``file_name`` for every rank of ``comm`` (default ``COMM_WORLD``).
+
+    Rank 0 reuses the nstored serving the file or starts one; every rank
+    connects to it. ``multi_node``: None decides from the ranks' host names
+    (ipc on one host, tcp with CurveZMQ keys across hosts); True forces tcp
+    (bound to loopback when all ranks share one host); False forces ipc and
+    raises if the ranks span hosts. ``keys``: an ``nstored keygen`` directory
+    to use for tcp (default: a fresh key set in a private temp dir, removed at
+    close). ``host``: for tcp across hosts, the address to bind and to give the
+    other ranks (default: bind every interface, connect to rank 0's host
+    name). ``pipeline`` and ``connect_kwargs`` (``timeout``,
+    ``connect_timeout``, ``grace``) go to :func:`nstore.connect`.
+
+    Raises :class:`MPIStoreError` with the same message on every rank when the
+    daemon cannot be started or a rank cannot connect.
+    """
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD if comm is None else comm
+    rank = comm.Get_rank()
+    hosts = comm.allgather(MPI.Get_processor_name())
+    one_host = len(set(hosts)) == 1
+    if multi_node is False and not one_host:
+        raise MPIStoreError(f"multi_node=False, but the ranks run on {len(set(hosts))} hosts "
+                            f"({', '.join(sorted(set(hosts)))}); ipc reaches one host only")
+    mode = "tcp" if (multi_node or not one_host) else "ipc"
+
+    # Phase 1, rank 0 alone: find or start the daemon; everyone learns the outcome.
+    plan: dict | None = None
+    if rank == 0:
+        try:
+            plan = _rank0_prepare(file_name, mode, one_host, hosts[0], host, keys, connect_kwargs)
+        except Exception as exc:  # any failure: tell the other ranks instead of leaving them in bcast
+            plan = {"error": f"rank 0 could not start nstored for {file_name}: {exc}"}
+            comm.bcast(plan, root=0)
+            raise MPIStoreError(plan["error"]) from exc
+    plan = comm.bcast(plan, root=0)
+    if "error" in plan:
+        raise MPIStoreError(plan["error"])
+
+    # Phase 2, every rank: connect; any failure anywhere fails every rank the same way.
+    session = _Session(comm=comm, endpoint=plan["endpoint"], file_name=plan["file_name"], mode=plan["mode"],
+                       started=plan["started"] and rank == 0, keys_for_stop=plan.get("keys_dir") if rank == 0 else None)
+    if rank == 0 and plan.get("generated_keys"):
+        session.owned_dirs.append(plan["keys_dir"])
+    driver: RemoteDriver | None = None
+    error = None
+    try:
+        session.keys = _client_keys(plan, session)
+        driver = connect(plan["endpoint"], keys=session.keys, pipeline=pipeline, **connect_kwargs)
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    errors = comm.allgather(error)
+    failed = [(r, e) for r, e in enumerate(errors) if e]
+    if failed:
+        if driver is not None:
+            try:
+                driver.close()
+            except Exception:
+                pass
+        if rank == 0:
+            _stop_daemon(session)
+        _remove_dirs(session)
+        shown = "; ".join(f"rank {r}: {e}" for r, e in failed[:4]) + (" ..." if len(failed) > 4 else "")
+        raise MPIStoreError(f"{len(failed)} of {comm.Get_size()} ranks could not connect to nstored at "
+                            f"{plan['endpoint']} for {plan['file_name']}: {shown}")
+    store = MPIStore(driver)
+    store._mpi = session
+    return store
+
+
+# --- rank 0 ---------------------------------------------------------------------------------
+def _rank0_prepare(file_name: str, mode: str, one_host: bool, rank0_host: str, host: str | None,
+                   keys: str | None, connect_kwargs: dict) -> dict:
+    """Find or start the daemon; returns the plan every rank connects by."""
+    path = real_path(file_name)
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"directory {directory} does not exist")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise PermissionError(f"directory {directory} is not writable (the daemon writes the file, its journal, "
+                              f"lock and log there)")
+    if keys is not None:
+        keys = os.path.abspath(os.path.expanduser(keys))
+        missing = [name for name in ("server.key_secret", *_KEY_FILES) if not os.path.isfile(os.path.join(keys, name))]
+        if missing:
+            raise FileNotFoundError(f"keys directory {keys} lacks {', '.join(missing)} (create it with "
+                                    f"`nstored keygen {keys}`)")
+
+    existing = _existing_endpoint(path, keys, connect_kwargs)
+    if existing is not None:
+        return _reuse_plan(path, existing, mode, one_host, rank0_host, host, keys)
+
+    if mode == "ipc":
+        _start_daemon(path, [])
+        info = read_lock(path)
+        if info is None:
+            raise ConnectionError(f"nstored started but left no lock file {path}.nstored")
+        return {"file_name": path, "mode": "ipc", "endpoint": info["endpoint"], "started": True}
+
+    generated = keys is None
+    keys_dir = tempfile.mkdtemp(prefix="nstore-keys-") if generated else keys
+    try:
+        if generated:
+            _run_cli(["keygen", keys_dir], "nstored keygen")
+        bind_host = "127.0.0.1" if one_host else (host or "0.0.0.0")
+        connect_host = "127.0.0.1" if one_host else (host or rank0_host)
+        for attempt in range(PORT_ATTEMPTS):
+            port = _free_port(bind_host)
+            try:
+                _start_daemon(path, ["--endpoint", f"tcp://{_bracket(bind_host)}:{port}", "--keys", keys_dir])
+                break
+            except ConnectionError as exc:
+                if "Address already in use" not in str(exc) or attempt == PORT_ATTEMPTS - 1:
+                    raise
+    except BaseException:
+        if generated:
+            shutil.rmtree(keys_dir, ignore_errors=True)
+        raise
+    return {"file_name": path, "mode": "tcp", "endpoint": f"tcp://{_bracket(connect_host)}:{port}", "started": True,
+            "keys_dir": keys_dir, "generated_keys": generated, "key_files": _read_keys(keys_dir)}
+
+
+def _existing_endpoint(path: str, keys: str | None, connect_kwargs: dict) -> str | None:
+    """The endpoint of a live daemon already serving ``path`` (checked by a hello), or None."""
+    info = read_lock(path)
+    if info is None:
+        return None
+    if info.get("host") in (None, socket.gethostname()) and isinstance(info.get("pid"), int) \
+            and not pid_alive(info["pid"]):
+        return None  # stale lock file of a killed daemon
+    endpoint = info["endpoint"]
+    probe_endpoint = _replace_wildcard(endpoint, "127.0.0.1")
+    try:
+        connect(probe_endpoint, keys=keys if endpoint.startswith("tcp://") else None,
+                connect_timeout=connect_kwargs.get("connect_timeout", 5.0)).close()
+    except ConnectionError as exc:
+        raise ConnectionError(f"{path} is already served by nstored pid {info.get('pid')} at {endpoint}, "
+                              f"which does not answer us ({exc}); for a tcp daemon pass its keys=, "
+                              f"or stop it with `nstored stop {path}`") from None
+    return endpoint
+
+
+def _reuse_plan(path: str, endpoint: str, mode: str, one_host: bool, rank0_host: str, host: str | None,
+                keys: str | None) -> dict:
+    """Connect every rank to a daemon someone else started (and leave it running at close)."""
+    if endpoint.startswith("tcp://"):
+        hostname = urlsplit(endpoint).hostname or ""
+        if not one_host and (hostname in ("127.0.0.1", "localhost", "::1")):
+            raise ConnectionError(f"{path} is already served by nstored at {endpoint}, bound to loopback: ranks "
+                                  f"on other hosts cannot reach it; stop it (`nstored stop {path}`) first")
+        target = _replace_wildcard(endpoint, "127.0.0.1" if one_host else (host or rank0_host))
+        plan = {"file_name": path, "mode": "tcp", "endpoint": target, "started": False}
+        if keys is not None:
+            plan.update(keys_dir=keys, key_files=_read_keys(keys))
+        return plan
+    if not one_host or mode == "tcp":
+        raise ConnectionError(f"{path} is already served by nstored at {endpoint} (ipc: this host only); "
+                              f"stop it (`nstored stop {path}`) to let open_store start a tcp daemon")
+    return {"file_name": path, "mode": "ipc", "endpoint": endpoint, "started": False}
+
+
+def _start_daemon(path: str, extra: list[str]) -> None:
+    _run_cli(["start", path, *extra], "nstored start")
+
+
+def _run_cli(args: list[str], what: str, timeout: float = START_TIMEOUT_S) -> str:
+    """Run ``nstored ARGS`` with the MPI variables scrubbed; ConnectionError with its stderr on failure."""
+    try:
+        result = subprocess.run([sys.executable, "-m", "nstore.daemon.cli", *args], capture_output=True,
+                                text=True, timeout=timeout, env=scrubbed_env(), stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise ConnectionError(f"`{what}` did not finish within {timeout:g} s") from None
+    if result.returncode != 0:
+        raise ConnectionError(f"`{what}` failed (exit {result.returncode}): {_last_lines(result.stderr)}")
+    return result.stdout
+
+
+def _stop_daemon(session: _Session) -> str | None:
+    """Rank 0: stop the daemon if we started it; an error message or None."""
+    if not session.started:
+        return None
+    session.started = False
+    args = ["stop", "--endpoint", session.endpoint, "--timeout", str(STOP_TIMEOUT_S)]
+    if session.keys_for_stop:
+        args += ["--keys", session.keys_for_stop]
+    try:
+        _run_cli(args, "nstored stop", timeout=STOP_TIMEOUT_S + 30)
+    except ConnectionError as exc:
+        return f"could not stop nstored for {session.file_name}: {exc}"
+    return None
+
+
+def _free_port(bind_host: str) -> int:
+    family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind(("" if bind_host in _WILDCARD_HOSTS else bind_host, 0))
+        return sock.getsockname()[1]
+
+
+# --- keys on every rank -------------------------------------------------------------------
+def _read_keys(keys_dir: str) -> dict[str, bytes]:
+    contents = {}
+    for name in _KEY_FILES:
+        with open(os.path.join(keys_dir, name), "rb") as fh:
+            contents[name] = fh.read()
+    return contents
+
+
+def _client_keys(plan: dict, session: _Session) -> str | None:
+    """The keys dir this rank connects with: rank 0's, if it holds the same keys here; else a private copy."""
+    key_files = plan.get("key_files")
+    if not key_files:
+        return None
+    keys_dir = plan["keys_dir"]
+    try:
+        if _read_keys(keys_dir) == key_files:
+            return keys_dir
+    except OSError:
+        pass
+    copy = tempfile.mkdtemp(prefix="nstore-keys-")  # 0700
+    session.owned_dirs.append(copy)
+    for name, data in key_files.items():
+        fd = os.open(os.path.join(copy, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+    return copy
+
+
+def _remove_dirs(session: _Session) -> None:
+    for directory in session.owned_dirs:
+        shutil.rmtree(directory, ignore_errors=True)
+    session.owned_dirs.clear()
+
+
+# --- small helpers --------------------------------------------------------------------------
+def _replace_wildcard(endpoint: str, host: str) -> str:
+    """``tcp://0.0.0.0:5555`` -> ``tcp://HOST:5555`` (a bind address is not one to connect to)."""
+    if not endpoint.startswith("tcp://"):
+        return endpoint
+    netloc = endpoint[len("tcp://"):]
+    bind_host, _, port = netloc.rpartition(":")
+    if bind_host.strip("[]") in _WILDCARD_HOSTS:
+        return f"tcp://{_bracket(host)}:{port}"
+    return endpoint
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _last_lines(text: str, lines: int = 6) -> str:
+    kept = [line for line in text.strip().splitlines() if line.strip()]
+    return " | ".join(kept[-lines:]) or "(no output)"
