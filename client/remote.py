@@ -93,8 +93,8 @@ class RemoteDriver(StorageDriver):
     """Driver that forwards every operation to the nstored serving ``endpoint``.
 
     Synchronous by default: each call waits for its acknowledgement, so errors
-    raise where they happen. With ``pipeline=True``, writes, appends and
-    metadata are batched and sent without waiting (``append`` returns a
+    raise where they happen. With ``pipeline=True``, writes and appends are
+    batched and sent without waiting (``append`` returns a
     :class:`PendingIndex`); ``flush()`` waits for everything and raises the
     first error, naming the failed operation. Reads, ``sync()`` and
     ``close()`` flush first, so a client always reads its own writes.
@@ -344,11 +344,9 @@ class RemoteDriver(StorageDriver):
         return self._call("list", path)
 
     def add_metadata(self, name: str, value: Any, path: str = "/") -> None:
-        value = _checked(value, path)
-        if self.pipeline:
-            self._enqueue("add_metadata", path, name=name, value=_owned(value))
-        else:
-            self._call("add_metadata", path, name=name, value=value)
+        # Synchronous even when pipelining: metadata is rare, and callers (the
+        # SIDV buffer) need its KeyError for a target that does not exist yet.
+        self._call("add_metadata", path, name=name, value=_checked(value, path))
 
     def read_metadata(self, path: str = "/") -> dict:
         return self._call("metadata", path)

@@ -1,8 +1,15 @@
 """Replaying the journal into the file: on every start, and alone as ``nstored recover``.
 
-Records newer than the file's checkpoint sequence number are applied again;
-appends carry the index they were acknowledged at, so replay puts each entry
-exactly there (idempotent, whether or not the crash left it in the file).
+Every journaled op is applied again, in order; appends carry the index they
+were acknowledged at, so replay puts each entry exactly there (idempotent,
+whether or not the crash left it in the file).
+
+The file's checkpoint sequence number is NOT trusted to skip records: a
+checkpoint writes that number and the data it vouches for in one HDF5 flush,
+whose writes reach the file in no particular order, so a SIGKILL in the
+middle of the flush can leave a file claiming batches whose entries never
+landed. The journal only holds what followed the last completed truncation,
+and replaying it all is always correct.
 """
 
 from __future__ import annotations
@@ -37,12 +44,12 @@ def apply_logged(engine: NetCDFIODriver, op: list) -> None:
 
 def replay(engine: NetCDFIODriver, journal: str, clients: ClientTable,
            progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
-    """Apply what the file lacks; returns ``(last sequence number, ops replayed)``.
+    """Apply every journaled op again; returns ``(last sequence number, ops replayed)``.
 
     Ops that fail to replay are logged, and the journal is kept aside as
     ``<journal>.unreplayed-<time>`` so nothing is lost by the truncation that follows.
     """
-    base = last = engine.checkpoint_seq
+    last = engine.checkpoint_seq
     total = os.path.getsize(journal) if os.path.exists(journal) else 0
     replayed = failed = 0
     for record, position in read_records(journal, with_position=True):
@@ -55,7 +62,7 @@ def replay(engine: NetCDFIODriver, journal: str, clients: ClientTable,
         for client, request_id, op_index, logged, wire in record["ops"]:
             if client:
                 clients.remember(client, request_id, op_index, wire)
-            if seq <= base or logged is None:
+            if logged is None:
                 continue
             try:
                 apply_logged(engine, logged)

@@ -35,7 +35,9 @@ def answers(endpoint: str, timeout: float = 0.5) -> bool:
 class Daemon:
     """``nstored serve FILE --endpoint ipc://<short temp dir>/d.sock`` as a child process."""
 
-    def __init__(self, file_name: str, *extra_args: str, endpoint: str | None = None):
+    def __init__(self, file_name: str, *extra_args: str, endpoint: str | None = None,
+                 env: dict[str, str] | None = None):
+        """``env``: extra environment variables for the daemon (added to this process's environment)."""
         self.file_name = str(file_name)
         self._sock_dir = tempfile.mkdtemp(prefix="nst")  # short: ipc paths max out near 100 chars
         self.endpoint = endpoint or f"ipc://{self._sock_dir}/d.sock"
@@ -44,6 +46,7 @@ class Daemon:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "nstore.daemon.cli", "serve", self.file_name, "--endpoint", self.endpoint, *extra_args],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            env=None if env is None else {**os.environ, **env},
         )
         self.pid = self.process.pid
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -54,8 +57,12 @@ class Daemon:
             time.sleep(0.05)
 
     def log(self) -> str:
-        with open(self.log_path, encoding="utf-8", errors="replace") as fh:
-            return fh.read()
+        """The daemon's output so far (still readable after stop() removed the temp dir)."""
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as fh:
+                return fh.read()
+        except FileNotFoundError:
+            return getattr(self, "_saved_log", "")
 
     def kill(self) -> None:
         """SIGKILL, no cleanup: a crash."""
@@ -73,5 +80,6 @@ class Daemon:
                 os.kill(self.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
         self._log.close()
+        self._saved_log = self.log()
         shutil.rmtree(self._sock_dir, ignore_errors=True)
         return self.process.returncode
