@@ -1,4 +1,9 @@
-"""A readable tree of what a store holds, through any driver (used by the demo and `nstore inspect`)."""
+"""A readable tree of what a store holds, through any driver (used by the demo and `nstore inspect`).
+
+Only the driver API is used (``list_directory``, ``variable_info``,
+``read_metadata``), so the same code describes a file opened in-process and a
+file served by nstored.
+"""
 
 from __future__ import annotations
 
@@ -20,28 +25,86 @@ def walk(driver: StorageDriver, path: str = "") -> Iterator[tuple[str, dict | No
             yield child, info
 
 
+def python_type(info: dict) -> str:
+    """The Python type ``read()`` gives for one entry: ``float``, ``numpy.ndarray[float32]``, ``pint.Quantity[float]``."""
+    io_type, type_attr = info["io_type"], info["type"]
+    if io_type == "numpy.ndarray":
+        return f"numpy.ndarray[{type_attr}]"
+    if io_type == "numpy.scalar":
+        return f"numpy.{type_attr}"
+    if io_type == "quantity":  # pint has no list magnitudes: classic list/tuple quantities read as arrays
+        return f"pint.Quantity[{'numpy.ndarray' if type_attr in ('list', 'tuple') else type_attr}]"
+    return type_attr  # int, float, bool, str, dict; list/tuple (numeric or yaml)
+
+
+def _has_shape(info: dict) -> bool:
+    if info["io_type"] == "quantity":
+        return info["type"] in ("numpy.ndarray", "list", "tuple")
+    return info["io_type"] in ("numpy.ndarray", "iterable")
+
+
 def describe(info: dict) -> str:
-    """``appendable float x1000 [kilojoule/mole]``-style summary of one variable."""
+    """``appendable pint.Quantity[float] x1000 [kilojoule/mole]``-style summary of one variable."""
     kind = "appendable" if info["appendable"] else "fixed"
-    what = info["type"] if info["io_type"] not in ("numpy.ndarray", "quantity") else f"{info['io_type']}[{info['type']}]"
-    shape = "" if info["shape"] in ([1], []) else " entry shape " + "x".join(map(str, info["shape"]))
-    count = f" x{info['length']}" if info["appendable"] else ""
+    shape = "x".join(map(str, info["shape"])) if _has_shape(info) else ""
+    if info["appendable"]:
+        size = f" x{info['length']}" + (f" of shape {shape}" if shape else "")
+    else:
+        size = f" shape {shape}" if shape else ""
     unit = f" [{info['unit']}]" if info.get("unit") else ""
-    return f"{kind} {what}{count}{shape}{unit}"
+    return f"{kind} {python_type(info)}{size}{unit}"
 
 
-def tree_lines(driver: StorageDriver) -> list[str]:
-    """The whole store as indented lines."""
-    lines = [f"{driver.file_name}"]
+def entries(driver: StorageDriver, metadata: bool = True) -> list[dict[str, Any]]:
+    """Every group and variable as a dict: ``path``, ``kind`` (group/fixed/appendable), and for variables
+    ``python_type``, ``io_type``, ``type``, ``shape``, ``length`` (appendable only), ``unit``; ``metadata`` too."""
+    out = []
     for path, info in walk(driver):
-        depth = path.count("/")
-        name = path.rsplit("/", 1)[-1]
-        lines.append("  " * (depth + 1) + (f"{name}/" if info is None else f"{name}: {describe(info)}"))
+        if info is None:
+            entry: dict[str, Any] = {"path": path, "kind": "group"}
+        else:
+            entry = {"path": path, "kind": "appendable" if info["appendable"] else "fixed",
+                     "python_type": python_type(info), "io_type": info["io_type"], "type": info["type"],
+                     "shape": list(info["shape"]), "unit": info.get("unit")}
+            if info["appendable"]:
+                entry["length"] = info["length"]
+        if metadata:
+            entry["metadata"] = driver.read_metadata(path)
+        out.append(entry)
+    return out
+
+
+def _metadata_lines(metadata: dict, indent: str) -> list[str]:
+    return [f"{indent}@{name} = {value!r}" for name, value in metadata.items()]
+
+
+def tree_lines(driver: StorageDriver, metadata: bool = True) -> list[str]:
+    """The whole store as indented lines; metadata as ``@name = value`` under its owner."""
+    lines = [f"{driver.file_name}"]
+    if metadata:
+        lines += _metadata_lines(driver.read_metadata("/"), "  ")
+    for entry in entries(driver, metadata=metadata):
+        depth = entry["path"].count("/")
+        name = entry["path"].rsplit("/", 1)[-1]
+        indent = "  " * (depth + 1)
+        if entry["kind"] == "group":
+            lines.append(f"{indent}{name}/")
+        else:
+            lines.append(f"{indent}{name}: {describe_entry(entry)}")
+        if metadata:
+            lines += _metadata_lines(entry["metadata"], indent + "  ")
     return lines
 
 
-def tree(driver: StorageDriver) -> str:
-    return "\n".join(tree_lines(driver))
+def describe_entry(entry: dict) -> str:
+    """:func:`describe` for an item of :func:`entries`."""
+    info = {"appendable": entry["kind"] == "appendable", "io_type": entry["io_type"], "type": entry["type"],
+            "shape": entry["shape"], "length": entry.get("length"), "unit": entry["unit"]}
+    return describe(info)
+
+
+def tree(driver: StorageDriver, metadata: bool = True) -> str:
+    return "\n".join(tree_lines(driver, metadata=metadata))
 
 
 def as_dict(driver: StorageDriver) -> dict[str, Any]:

@@ -34,7 +34,10 @@ def _serve(args: argparse.Namespace) -> int:
         server = Server(args.file, args.endpoint, fsync=args.fsync,
                         checkpoint_interval_s=args.checkpoint_interval,
                         checkpoint_bytes=int(args.checkpoint_mb * 1024 * 1024),
-                        keys=args.keys, insecure=args.insecure)
+                        keys=args.keys, insecure=args.insecure,
+                        max_array_bytes=int(args.max_array_mb * 1024 * 1024),
+                        max_message_bytes=int(args.max_message_mb * 1024 * 1024),
+                        client_idle_s=args.client_idle_s)
     except AlreadyServedError as exc:
         print(f"nstored: {exc}", file=sys.stderr)
         return 3
@@ -53,7 +56,8 @@ def _start(args: argparse.Namespace) -> int:
     log_path = args.log or file_name + ".nstored.log"
     command = [sys.executable, "-m", "nstore.daemon.cli", "serve", file_name, "--log-level", args.log_level,
                "--fsync", args.fsync, "--checkpoint-interval", str(args.checkpoint_interval),
-               "--checkpoint-mb", str(args.checkpoint_mb)]
+               "--checkpoint-mb", str(args.checkpoint_mb), "--max-array-mb", str(args.max_array_mb),
+               "--max-message-mb", str(args.max_message_mb), "--client-idle-s", str(args.client_idle_s)]
     if args.keys:
         command += ["--keys", args.keys]
     if args.insecure:
@@ -144,10 +148,9 @@ def _status(args: argparse.Namespace) -> int:
 
 def _recover(args: argparse.Namespace) -> int:
     from .clients import ClientTable
-    from .engine import NetCDFIODriver
     from .journal import Journal, journal_path
     from .lock import AlreadyServedError, DaemonLock
-    from .recovery import progress_bar, replay
+    from .recovery import progress_bar, recover
 
     file_name = real_path(args.file)
     lock = DaemonLock(file_name)
@@ -158,16 +161,16 @@ def _recover(args: argparse.Namespace) -> int:
         return 3
     try:
         try:
-            engine = NetCDFIODriver(file_name)
+            clients = ClientTable()
+            engine, seq, replayed = recover(file_name, journal_path(file_name), clients,
+                                            progress=progress_bar() if sys.stderr.isatty() or args.progress else None)
         except OSError as exc:
             print(f"nstored: cannot open {file_name}: {exc}. The journal {journal_path(file_name)} "
                   f"is left untouched.", file=sys.stderr)
             return 2
-        seq, replayed = replay(engine, journal_path(file_name), ClientTable(),
-                               progress=progress_bar() if sys.stderr.isatty() or args.progress else None)
-        engine.checkpoint(seq)
+        engine.checkpoint(seq, fsync=True)
         journal = Journal(journal_path(file_name))
-        journal.truncate()
+        journal.reset({"snapshot": seq, "clients": clients.snapshot()})  # clients may still resend
         journal.close()
         engine.close()
         print(f"nstored: replayed {replayed} ops into {file_name} (through batch {seq})")
@@ -192,6 +195,17 @@ def _tail(path: str, lines: int = 20) -> str:
             return "".join(fh.readlines()[-lines:])
     except OSError:
         return ""
+
+
+def _positive(text: str) -> float:
+    """argparse type: a number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,6 +233,14 @@ def build_parser() -> argparse.ArgumentParser:
                            help="seconds between checkpoints (default 30)")
             p.add_argument("--checkpoint-mb", type=float, default=256.0, metavar="MB",
                            help="journal size that triggers a checkpoint (default 256)")
+            p.add_argument("--max-array-mb", type=_positive, default=256.0, metavar="MB",
+                           help="data one write/append/metadata op may carry; bigger ones are refused "
+                                "with a ValueError before anything is written (default 256)")
+            p.add_argument("--max-message-mb", type=_positive, default=512.0, metavar="MB",
+                           help="largest message accepted (ZeroMQ MAXMSGSIZE): a client sending more is "
+                                "disconnected (default 512)")
+            p.add_argument("--client-idle-s", type=_positive, default=3600.0, metavar="S",
+                           help="forget the resend state of clients silent this long (default 3600)")
         if name == "start":
             p.add_argument("--log", help="log file (default: FILE.nstored.log)")
         if name in ("stop", "status"):

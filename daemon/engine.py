@@ -415,10 +415,20 @@ class NetCDFIODriver(StorageDriver):
         except AttributeError:
             return 0
 
-    def checkpoint(self, seq: int) -> None:
-        """Record ``seq`` in the file and sync it: everything up to ``seq`` is now in the file."""
+    def checkpoint(self, seq: int, fsync: bool = False) -> None:
+        """Record ``seq`` in the file and sync it: everything up to ``seq`` is now in the file.
+
+        ``fsync`` also forces the file to the disk (netCDF's sync only reaches the
+        OS page cache, which survives a crashed process but not a power loss).
+        """
         self.ncfile.setncattr("nstore_checkpoint_seq", np.int64(seq))
         self.sync()
+        if fsync:
+            fd = os.open(self.file_name, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     # --- metadata ----------------------------------------------------------------------------
     def _target(self, path: str) -> Any:

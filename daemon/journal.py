@@ -71,11 +71,30 @@ class Journal:
             os.fsync(self._fd)
             self._last_fsync = time.monotonic()
 
-    def truncate(self) -> None:
-        """Drop every record (after a checkpoint made them redundant)."""
-        os.ftruncate(self._fd, 0)
-        os.fsync(self._fd)
-        self.size = 0
+    def reset(self, first_record: Any = None) -> None:
+        """Replace the journal by one holding only ``first_record`` (or nothing), atomically.
+
+        Used by checkpoints: the new journal is written beside the old one and
+        renamed over it, so a crash leaves either the old journal or the new
+        one, never an empty journal that forgot ``first_record``.
+        """
+        fresh = Journal(self.path + ".new", fsync="never")
+        os.ftruncate(fresh._fd, 0)
+        fresh.size = 0
+        if first_record is not None:
+            fresh.append(first_record)
+        if self.fsync != "never":
+            os.fsync(fresh._fd)
+        os.replace(fresh.path, self.path)
+        os.close(self._fd)
+        self._fd, self.size = fresh._fd, fresh.size
+        fresh._fd = None
+        if self.fsync != "never":
+            directory = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
+            try:
+                os.fsync(directory)  # make the rename itself durable
+            finally:
+                os.close(directory)
 
     def close(self) -> None:
         if self._fd is not None:

@@ -42,16 +42,51 @@ def apply_logged(engine: NetCDFIODriver, op: list) -> None:
         raise ValueError(f"unknown journaled op {name!r}")
 
 
+def recover(file_name: str, journal: str, clients: ClientTable,
+            progress: Callable[[int, int], None] | None = None) -> tuple[NetCDFIODriver, int, int]:
+    """Open the file and replay the journal into it: ``(engine, last sequence number, ops replayed)``.
+
+    If some journaled ops cannot be applied (a crash mid-flush left a variable
+    unreadable), the file is rebuilt from its readable parts plus the journal
+    (see :mod:`nstore.daemon.repair`). OSError if the file does not open at
+    all; the journal is then left untouched.
+    """
+    engine = NetCDFIODriver(file_name)
+    seq, replayed, failed = replay(engine, journal, clients, progress)
+    if not failed:
+        return engine, seq, replayed
+    from .repair import copy_readable, swap_in
+
+    engine.close()
+    rebuilt = f"{file_name}.rebuild"
+    skipped = copy_readable(file_name, rebuilt)
+    candidate = NetCDFIODriver(rebuilt)
+    seq, replayed, failed = replay(candidate, journal, ClientTable())
+    candidate.close()
+    if failed:
+        log.error("rebuilding %s did not help (%d ops still fail); serving it as it is, see %s.unreplayed-*",
+                  file_name, failed, journal)
+        os.remove(rebuilt)
+    else:
+        kept = swap_in(file_name, rebuilt)
+        log.warning("rebuilt %s: %s were unreadable and are restored from the journal; the damaged "
+                    "file is kept as %s", file_name, ", ".join(skipped) or "no variables", kept)
+    return NetCDFIODriver(file_name), seq, replayed
+
+
 def replay(engine: NetCDFIODriver, journal: str, clients: ClientTable,
-           progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
-    """Apply every journaled op again; returns ``(last sequence number, ops replayed)``.
+           progress: Callable[[int, int], None] | None = None) -> tuple[int, int, int]:
+    """Apply every journaled op again; returns ``(last sequence number, ops replayed, ops failed)``.
 
     Ops that fail to replay are logged, and the journal is kept aside as
     ``<journal>.unreplayed-<time>`` so nothing is lost by the truncation that follows.
+    A journal whose intact records end before the file does (a corrupt record
+    in the middle, not a torn tail) is kept aside the same way.
     """
     last = engine.checkpoint_seq
     total = os.path.getsize(journal) if os.path.exists(journal) else 0
     replayed = failed = 0
+    position = 0
     for record, position in read_records(journal, with_position=True):
         if progress:
             progress(position, total)
@@ -71,11 +106,15 @@ def replay(engine: NetCDFIODriver, journal: str, clients: ClientTable,
                 failed += 1
                 log.error("replay of %s %s (batch %d) failed: %s: %s", logged[0], logged[1], seq, type(exc).__name__, exc)
         last = max(last, seq)
-    if failed:
+    unread = total - position
+    if failed or unread:
+        # A torn tail (a write the crash cut short, never acknowledged) is normal; but
+        # a record corrupted in the middle would hide what follows: keep the bytes.
         kept = f"{journal}.unreplayed-{int(time.time())}"
         shutil.copyfile(journal, kept)
-        log.error("%d journaled ops could not be replayed; the journal is kept as %s", failed, kept)
-    return last, replayed
+        log.warning("%d journaled ops could not be replayed, %d bytes at the end of the journal were not "
+                    "an intact record; the journal is kept as %s", failed, unread, kept)
+    return last, replayed, failed
 
 
 def progress_bar() -> Callable[[int, int], None]:

@@ -1,6 +1,7 @@
 """Who may talk to a daemon: private ipc sockets, loopback tcp, CurveZMQ beyond it.
 
-* ipc: the socket's directory must not be writable by others, the socket is 0600.
+* ipc: the socket's directory must belong to you (or root) and not be writable by
+  others; the socket is 0600.
 * tcp on loopback: allowed as is (only local users reach it).
 * tcp on any other address: requires CurveZMQ keys (``nstored keygen DIR``), or
   ``--insecure`` for trusted networks, which warns loudly.
@@ -54,7 +55,11 @@ def check_endpoint(endpoint: str, keys: str | None, insecure: bool) -> None:
     """Refuse endpoints that would let others in unauthenticated."""
     if endpoint.startswith("ipc://"):
         directory = os.path.dirname(os.path.abspath(endpoint[len("ipc://"):]))
-        mode = os.stat(directory).st_mode
+        info = os.stat(directory)
+        mode = info.st_mode
+        if info.st_uid not in (os.getuid(), 0):
+            raise PermissionError(f"{directory}: belongs to another user (uid {info.st_uid}), who could replace "
+                                  f"the socket; put the ipc socket in a directory of your own")
         if mode & 0o022:
             raise PermissionError(f"{directory}: others may write to this directory (mode {oct(mode & 0o777)}); "
                                   f"put the ipc socket in a private directory")

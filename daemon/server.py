@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from typing import Any
 
+import numpy as np
 import zmq
 
 from nstore.protocol import PROTOCOL_VERSION
@@ -21,18 +22,20 @@ from nstore.protocol.endpoints import default_endpoint, real_path
 from nstore.protocol.errors import ProtocolError
 from nstore.protocol.errors import error_to_wire
 from nstore.protocol.messages import MUTATING_OPS, Op, decode_request, encode_reply_body
+from nstore.protocol.units import is_quantity
 
-from .clients import ClientTable
+from .clients import IDLE_S, ClientTable
 from .engine import NetCDFIODriver
 from .journal import Journal, journal_path
 from .lock import DaemonLock
-from .recovery import replay
+from .recovery import recover
 from .security import check_endpoint, secure_server
 
 log = logging.getLogger("nstored")
 
 DEFAULT_MAX_BATCH = 256  # messages taken per loop turn
-DEFAULT_MAX_MESSAGE_BYTES = 512 * 1024 * 1024
+DEFAULT_MAX_MESSAGE_BYTES = 512 * 1024 * 1024  # ZeroMQ drops the connection of a peer sending more
+DEFAULT_MAX_ARRAY_BYTES = 256 * 1024 * 1024  # data one write/append/add_metadata may carry
 HIGH_WATER_MARK = 16  # messages queued per peer before its sends block: bounds daemon memory
 DEFAULT_MAX_BATCH_BYTES = 64 * 1024 * 1024  # stop draining the socket past this much per turn
 POLL_MS = 200  # how often the loop looks at its stop flag while idle
@@ -48,21 +51,27 @@ class Server:
                  max_batch: int = DEFAULT_MAX_BATCH, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                  fsync: str = "never", checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S,
                  checkpoint_bytes: int = CHECKPOINT_BYTES, keys: str | None = None, insecure: bool = False,
-                 max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES):
+                 max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES, max_array_bytes: int = DEFAULT_MAX_ARRAY_BYTES,
+                 client_idle_s: float = IDLE_S):
+        """Limits: ``max_message_bytes`` (ZeroMQ MAXMSGSIZE: a bigger message drops its sender's
+        connection), ``max_array_bytes`` (data per mutating op, refused with a ValueError before
+        anything is written), ``client_idle_s`` (per-client resend state of clients silent that
+        long is dropped at the next checkpoint)."""
         self.file_name = real_path(file_name)
         self.max_batch = max_batch
         self.max_batch_bytes = max_batch_bytes
+        self.max_array_bytes = max_array_bytes
+        self.max_message_bytes = max_message_bytes
         endpoint = endpoint or default_endpoint(self.file_name)
         check_endpoint(endpoint, keys, insecure)
         self.checkpoint_interval_s = checkpoint_interval_s
         self.checkpoint_bytes = checkpoint_bytes
-        self.clients = ClientTable()
+        self.clients = ClientTable(idle_s=client_idle_s)
         self._lock = DaemonLock(self.file_name)
         self._lock.acquire()
         try:
             # The file opens first: if it cannot, the journal is left untouched.
-            self.engine = NetCDFIODriver(self.file_name)
-            self.seq, replayed = replay(self.engine, journal_path(self.file_name), self.clients)
+            self.engine, self.seq, replayed = recover(self.file_name, journal_path(self.file_name), self.clients)
             self.journal = Journal(journal_path(self.file_name), fsync=fsync)
             if replayed or self.journal.size:
                 log.info("recovered %d journaled ops (through batch %d)", replayed, self.seq)
@@ -160,7 +169,15 @@ class Server:
                 continue
             known = self.clients.lookup(request.client, request.id) if request.client else None
             results.append([_Known(known[i]) if known and i in known else None for i in range(len(request.ops))])
-            work.extend((m, i, op) for i, op in enumerate(request.ops) if not (known and i in known))
+            for i, op in enumerate(request.ops):
+                if known and i in known:
+                    continue
+                too_big = self._check_size(op)
+                if too_big is not None:  # refused before anything is applied: nothing to journal
+                    self._log_error(op.name, op.path, too_big)
+                    results[m][i] = too_big
+                    continue
+                work.append((m, i, op))
         self._segment: list = []  # journal entries not written yet
         self._commits: list = []  # append writes waiting for that journal write
         position = 0
@@ -211,6 +228,17 @@ class Server:
             if commit is not None:
                 self._commits.append((entries, commit))
 
+    def _check_size(self, op: Op) -> ValueError | None:
+        """The error for a mutating op carrying more than ``max_array_bytes`` of data, else None."""
+        if op.name not in MUTATING_OPS:
+            return None
+        size = _payload_bytes(op.args.get("data", op.args.get("value")), self.max_array_bytes)
+        if size <= self.max_array_bytes:
+            return None
+        return ValueError(f"{op.path}: {op.name} carries at least {size} bytes of data; the daemon's limit is "
+                          f"{self.max_array_bytes} bytes ({self.max_array_bytes / 2**20:g} MiB) per operation "
+                          f"(nstored --max-array-mb)")
+
     def _log(self, request: Any, op_index: int, logged: list | None, outcome: Any) -> None:
         """Queue a mutating op's journal entry (``logged`` None: it failed, only its result is kept)."""
         wire = _wire(outcome)
@@ -232,16 +260,15 @@ class Server:
     def checkpoint(self) -> None:
         """Sync the file with the batch number it now holds, then empty the journal.
 
-        A crash between the steps is safe: replay skips batches the file's
-        recorded number covers, and re-putting an entry is idempotent. The
-        client table survives in the journal's first record.
+        A crash between the steps is safe: replay re-applies the whole journal
+        (idempotent), and a flush cut short is repaired from it (recovery.py).
+        The client table survives in the journal's first record.
         """
-        self.engine.checkpoint(self.seq)
+        self.engine.checkpoint(self.seq, fsync=self.journal.fsync != "never")
         if _CHECKPOINT_PAUSE_S:  # tests only: widen the window between file sync and journal truncation
             time.sleep(_CHECKPOINT_PAUSE_S)
-        self.journal.truncate()
         self.clients.forget_idle()
-        self.journal.append({"snapshot": self.seq, "clients": self.clients.snapshot()})
+        self.journal.reset({"snapshot": self.seq, "clients": self.clients.snapshot()})
         self._last_checkpoint = time.monotonic()
 
     def _apply_one(self, op: Op) -> Any:
@@ -351,6 +378,28 @@ def _socket_alive(path: str) -> bool:
         return False
     finally:
         probe.close()
+
+
+def _payload_bytes(value: Any, limit: int) -> int:
+    """Bytes of data in ``value`` as it would be stored (arrays: nbytes; numbers: 8; text: its
+    length), walking lists, tuples, dicts and quantities; stops counting once past ``limit``."""
+    total, stack = 0, [value]
+    while stack and total <= limit:
+        item = stack.pop()
+        if isinstance(item, np.ndarray):
+            total += item.nbytes
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (str, bytes)):
+            total += len(item)
+        elif is_quantity(item):
+            stack.append(item.magnitude)
+        elif item is not None:
+            total += 8
+    return total
 
 
 def _nbytes(value: Any) -> int:

@@ -56,14 +56,30 @@ def encode_request(request_id: int, client: str, ops: Sequence[Op | tuple]) -> l
     return pack({"v": PROTOCOL_VERSION, "id": request_id, "client": client, "ops": [list(op) for op in ops]})
 
 
+def _shown(value: Any) -> str:
+    """``repr(value)``, cut short: error replies and log lines quote hostile input."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:80]}..."
+
+
 def decode_request(frames: Sequence[Any]) -> Request:
-    """Parse and check a request; ProtocolError says what is wrong with it."""
+    """Parse and check a request; ProtocolError (and nothing else) says what is wrong with it."""
     header = unpack(frames)
+    try:
+        return _check_request(header)
+    except ProtocolError:
+        raise
+    except Exception as exc:  # a check tripping over a hostile value must not become another error type
+        raise ProtocolError(f"malformed request: {type(exc).__name__}: {exc}") from None
+
+
+def _check_request(header: Any) -> Request:
     if not isinstance(header, dict):
         raise ProtocolError("request must be a map")
     version = header.get("v")
-    if version != PROTOCOL_VERSION:
-        raise ProtocolError(f"protocol version mismatch: client speaks {version!r}, daemon speaks {PROTOCOL_VERSION}")
+    if type(version) is not int or version != PROTOCOL_VERSION:  # (a numpy array here must not reach ``!=``)
+        raise ProtocolError(f"protocol version mismatch: client speaks {_shown(version)}, "
+                            f"daemon speaks {PROTOCOL_VERSION}")
     request_id, client, ops = header.get("id"), header.get("client", ""), header.get("ops")
     if type(request_id) is not int:
         raise ProtocolError("request id must be an integer")
@@ -82,7 +98,7 @@ def _check_op(raw: Any) -> Op:
     name, path, args = raw
     schema = OPS.get(name) if isinstance(name, str) else None
     if schema is None:
-        raise ProtocolError(f"unknown op {name!r}")
+        raise ProtocolError(f"unknown op {_shown(name)}")
     if not isinstance(path, str):
         raise ProtocolError(f"{name}: path must be a string")
     if not isinstance(args, dict):
@@ -90,7 +106,7 @@ def _check_op(raw: Any) -> Op:
     for key, value in args.items():
         allowed = schema.get(key)
         if allowed is None:
-            raise ProtocolError(f"{name}: unexpected argument {key!r}")
+            raise ProtocolError(f"{name}: unexpected argument {_shown(key)}")
         if allowed != (_ANY,) and not isinstance(value, allowed):
             raise ProtocolError(f"{name}: argument {key!r} has type {type(value).__name__}")
     return Op(name, path, args)

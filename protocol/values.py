@@ -205,7 +205,9 @@ def _unpack_array(inner: Any, buffers: list) -> np.ndarray:
         raise ProtocolError("array payload must be [dtype, shape, data]")
     dtype = _dtype(inner[0])
     shape = inner[1]
-    if len(shape) > MAX_ARRAY_NDIM or not all(type(n) is int and n >= 0 for n in shape):
+    if len(shape) > MAX_ARRAY_NDIM:
+        raise ProtocolError(f"array has {len(shape)} dimensions, more than the limit of {MAX_ARRAY_NDIM}")
+    if not all(type(n) is int and n >= 0 for n in shape):
         raise ProtocolError(f"array shape {shape!r} is not a list of non-negative integers")
     payload = inner[2]
     if type(payload) is int:

@@ -1,0 +1,367 @@
+"""``nstore``: look into an nstore file, directly or through the nstored serving it.
+
+    nstore inspect FILE [--endpoint E] [--json]       the tree: groups, variables, kinds, types, units, metadata
+    nstore read FILE PATH [--index I | --slice A:B]   print one variable (or entries of an appendable one)
+    nstore snapshot FILE OUT.nc [--endpoint E]        copy a (live) file into a new, closed NetCDF file
+
+When a daemon serves FILE (its lock file names an endpoint that answers) or
+``--endpoint`` is given, everything goes through that daemon, so a running
+simulation can be looked at safely; otherwise FILE is opened read-only
+in-process. ``snapshot`` takes one consistent cut of a live file: the lengths of
+all appendable variables, every fixed value and all metadata are read in one
+request, which the daemon answers between two other operations; the entries up
+to those lengths are then copied. The result is a plain file that xarray can open.
+
+This module does not import netCDF4 unless a file is opened in-process (or a
+snapshot is written), so it works on machines that only talk to daemons.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pprint
+import shutil
+import sys
+import uuid
+from typing import Any
+
+import numpy as np
+
+from nstore.protocol.api import StorageDriver
+from nstore.protocol.endpoints import read_lock, real_path
+
+from . import inspect as _inspect
+
+DEFAULT_TIMEOUT_S = 60.0
+LOCK_PROBE_TIMEOUT_S = 3.0  # a daemon named in a lock file that does not answer this fast is taken as gone
+BLOCK_BYTES = 32 * 1024 * 1024  # snapshot copies appendable variables in blocks of about this size
+TEXT_ROW_BYTES = 1024  # assumed size of one str/dict entry when sizing blocks
+
+
+class CLIError(Exception):
+    """A user-facing error: printed without a traceback, exit status 1."""
+
+
+# --- opening a file -------------------------------------------------------------------------------
+
+
+def open_source(file_name: str, endpoint: str | None = None,
+                timeout: float = DEFAULT_TIMEOUT_S) -> tuple[StorageDriver, dict]:
+    """A driver for ``file_name`` and a description of how it was reached.
+
+    ``endpoint`` given: through that daemon (it must serve ``file_name``).
+    Else, if the file's lock names a daemon that answers: through it.
+    Else: the file itself, read-only, in-process.
+    """
+    if endpoint:
+        driver = _connect(endpoint, timeout, timeout)
+        if file_name and real_path(file_name) != driver.file_name:
+            driver.close()
+            raise CLIError(f"{endpoint} serves {driver.file_name}, not {real_path(file_name)}")
+        return driver, {"via": "nstored", "endpoint": endpoint, "pid": driver.daemon_pid}
+    lock = read_lock(file_name)
+    if lock is not None:
+        try:
+            driver = _connect(lock["endpoint"], timeout, LOCK_PROBE_TIMEOUT_S)
+        except ConnectionError:
+            pass  # stale lock: that daemon is gone; read the file itself
+        else:
+            return driver, {"via": "nstored", "endpoint": lock["endpoint"], "pid": driver.daemon_pid}
+    if not os.path.isfile(file_name):
+        raise CLIError(f"{file_name}: no such file")
+    from nstore.daemon.engine import NetCDFIODriver  # netCDF4 only here
+
+    return NetCDFIODriver(file_name, access_mode="r"), {"via": "file"}
+
+
+def _connect(endpoint: str, timeout: float, connect_timeout: float):
+    from .remote import connect
+
+    return connect(endpoint, timeout=timeout, connect_timeout=connect_timeout)
+
+
+def _source_text(source: dict) -> str:
+    if source["via"] == "file":
+        return "read-only, in-process"
+    return f"through nstored pid {source['pid']} at {source['endpoint']}"
+
+
+# --- printing values --------------------------------------------------------------------------------
+
+
+def format_value(value: Any) -> str:
+    """A readable rendering: plain numbers (no ``np.float64(...)``), arrays summarized, units spelled out."""
+    width = shutil.get_terminal_size((120, 24)).columns
+    with np.printoptions(legacy="1.25", linewidth=max(width, 40), threshold=1000, edgeitems=3):
+        return _format(value, width)
+
+
+def _format(value: Any, width: int) -> str:
+    from nstore.protocol.units import is_quantity, unit_string
+
+    if is_quantity(value):
+        return f"{_format(value.magnitude, width)} {unit_string(value.units)}"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, np.ndarray):
+        return str(value)
+    if isinstance(value, (list, tuple, dict)):
+        return pprint.pformat(value, width=max(width, 40), sort_dicts=False)
+    return str(value)
+
+
+def _parse_slice(text: str) -> slice:
+    parts = text.split(":")
+    if len(parts) not in (2, 3):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a slice like 10:20, :5, -3: or ::2")
+    try:
+        bounds = [int(p) if p.strip() else None for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a slice like 10:20, :5, -3: or ::2") from None
+    return slice(*bounds)
+
+
+# --- snapshot -----------------------------------------------------------------------------------------
+
+
+def _atomic(driver: StorageDriver, ops: list[tuple[str, str, dict]], timeout: float) -> list:
+    """Results of ``ops`` observed at one instant.
+
+    Through a daemon, the ops travel in one request, which the daemon applies
+    without interleaving other clients' operations. In-process there is no
+    concurrent writer, so plain calls do.
+    """
+    from nstore.protocol.messages import MAX_OPS_PER_MESSAGE
+
+    endpoint = getattr(driver, "endpoint", None)
+    if endpoint is None:
+        calls = {"info": lambda p: driver.variable_info(p), "read": lambda p: driver.read_variable(p),
+                 "metadata": lambda p: driver.read_metadata(p or "/")}
+        return [calls[name](path) for name, path, _ in ops]
+    results: list = []
+    for start in range(0, len(ops), MAX_OPS_PER_MESSAGE):  # beyond 10,000 ops the cut is per message
+        results += _request(endpoint, ops[start : start + MAX_OPS_PER_MESSAGE], timeout)
+    return results
+
+
+def _request(endpoint: str, ops: list, timeout: float) -> list:
+    import zmq
+
+    from nstore.protocol.errors import error_from_wire
+    from nstore.protocol.messages import decode_reply, encode_request
+
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(endpoint)
+        sock.send_multipart(encode_request(1, f"nstore-snapshot:{os.getpid()}:{uuid.uuid4().hex[:8]}", ops))
+        if not sock.poll(int(timeout * 1000)):
+            raise ConnectionError(f"nstored at {endpoint} did not answer within {timeout:g} s")
+        _, results = decode_reply(sock.recv_multipart())
+    finally:
+        sock.close()
+    if len(results) != len(ops):
+        raise ConnectionError(f"nstored at {endpoint} answered {len(results)} of {len(ops)} operations")
+    values = []
+    for (name, path, _), (ok, value) in zip(ops, results):
+        if not ok:
+            error = error_from_wire(value)
+            raise CLIError(f"{name} {path or '/'}: {type(error).__name__}: {_message(error)}")
+        values.append(value)
+    return values
+
+
+def _entries_of(value: Any, info: dict) -> list:
+    """The stacked form ``read(slice)`` returns, split back into the entries that were appended."""
+    io_type, type_attr = info["io_type"], info["type"]
+    if io_type in ("int", "float", "bool"):
+        return value.tolist()  # Python numbers, as they were appended
+    if io_type == "quantity":
+        from nstore.protocol.units import registry
+
+        Q, units, magnitude = registry().Quantity, value.units, value.magnitude
+        if type_attr == "int":
+            return [Q(int(x), units) for x in magnitude]
+        if type_attr == "float":
+            return [Q(float(x), units) for x in magnitude]
+        return [Q(row, units) for row in magnitude]
+    return list(value)  # numpy scalars, arrays (rows), str/dict/list/tuple entries
+
+
+def _rows_per_block(info: dict) -> int:
+    if info["io_type"] in ("str", "dict", "yaml"):
+        return max(1, BLOCK_BYTES // TEXT_ROW_BYTES)
+    return max(1, BLOCK_BYTES // (8 * int(np.prod(info["shape"] or [1]))))
+
+
+def snapshot(driver: StorageDriver, out_path: str, timeout: float = DEFAULT_TIMEOUT_S) -> dict:
+    """Copy everything ``driver`` serves into a new file ``out_path``; returns counts.
+
+    Same kinds, types, shapes, units and metadata; appendable variables get the
+    entries they had at the moment of the cut. The file appears under
+    ``out_path`` only once complete (written next to it, then renamed).
+    """
+    from nstore.daemon.engine import NetCDFIODriver  # netCDF4 only here
+
+    tree = list(_inspect.walk(driver))
+    groups = [path for path, info in tree if info is None]
+    variables = [(path, info) for path, info in tree if info is not None]
+    ops: list[tuple[str, str, dict]] = [("metadata", "", {})]
+    ops += [("metadata", path, {}) for path in groups]
+    for path, info in variables:
+        ops += [("info", path, {}), ("metadata", path, {})]
+        if not info["appendable"]:
+            ops.append(("read", path, {}))
+    results = iter(_atomic(driver, ops, timeout))
+    root_metadata = next(results)
+    group_metadata = {path: next(results) for path in groups}
+    cut = []
+    for path, _ in variables:
+        info, metadata = next(results), next(results)
+        value = None if info["appendable"] else next(results)
+        cut.append((path, info, metadata, value))
+
+    partial = f"{out_path}.partial-{os.getpid()}"
+    out = NetCDFIODriver(partial, access_mode="w")
+    entries = 0
+    try:
+        for name, value in root_metadata.items():
+            out.add_metadata(name, value, path="/")
+        for path in groups:
+            out.get_directory(path)
+            for name, value in group_metadata[path].items():
+                out.add_metadata(name, value, path=path)
+        for path, info, metadata, value in cut:
+            if not info["appendable"]:
+                out.write_variable(path, value)
+            else:
+                step = _rows_per_block(info)
+                for start in range(0, info["length"], step):
+                    block = driver.read_variable(path, slice(start, min(start + step, info["length"])))
+                    for outcome in out.append_many(path, _entries_of(block, info)):
+                        if isinstance(outcome, BaseException):
+                            raise outcome
+                entries += info["length"]
+                if info["length"] == 0:
+                    continue  # nothing to create the variable with
+            for name, meta in metadata.items():
+                out.add_metadata(name, meta, path=path)
+        out.close()
+        os.replace(partial, out_path)
+    except BaseException:
+        out.close()
+        if os.path.exists(partial):
+            os.remove(partial)
+        raise
+    return {"groups": len(groups), "variables": len(variables), "entries": entries}
+
+
+# --- commands -------------------------------------------------------------------------------------------
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    driver, source = open_source(args.file, args.endpoint, args.timeout)
+    try:
+        if args.json:
+            document = {"file": driver.file_name, "source": source, "metadata": driver.read_metadata("/"),
+                        "entries": _inspect.entries(driver)}
+            print(json.dumps(document, indent=2, default=_json_default, ensure_ascii=False))
+        else:
+            lines = _inspect.tree_lines(driver)
+            lines[0] += f"  ({_source_text(source)})"
+            print("\n".join(lines))
+    finally:
+        driver.close()
+    return 0
+
+
+def _cmd_read(args: argparse.Namespace) -> int:
+    driver, _ = open_source(args.file, args.endpoint, args.timeout)
+    try:
+        index = args.index if args.index is not None else args.slice
+        value = driver.read_variable(args.path, index)
+        print(format_value(value))
+    finally:
+        driver.close()
+    return 0
+
+
+def _cmd_snapshot(args: argparse.Namespace) -> int:
+    if os.path.exists(args.out) and real_path(args.out) == real_path(args.file):
+        raise CLIError(f"{args.out}: the snapshot must go to another file than the one it copies")
+    if read_lock(args.out) is not None:
+        raise CLIError(f"{args.out}: an nstored serves that file; snapshot into a new file")
+    driver, source = open_source(args.file, args.endpoint, args.timeout)
+    try:
+        if real_path(args.out) == driver.file_name:
+            raise CLIError(f"{args.out}: the snapshot must go to another file than the one it copies")
+        counts = snapshot(driver, args.out, timeout=args.timeout)
+    finally:
+        driver.close()
+    print(f"{args.out}: snapshot of {driver.file_name} ({_source_text(source)}): {counts['variables']} variables, "
+          f"{counts['groups']} groups, {counts['entries']} appended entries")
+    return 0
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    return str(exc)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nstore", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--endpoint", help="talk to the nstored at this endpoint (default: the one serving FILE, if any)")
+        p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds to wait for the daemon")
+
+    p = sub.add_parser("inspect", help="print the tree of groups and variables")
+    p.add_argument("file", help="the NetCDF file")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    common(p)
+    p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("read", help="print one variable")
+    p.add_argument("file", help="the NetCDF file")
+    p.add_argument("path", help="the variable, e.g. replica0/energy")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--index", type=int, help="one entry of an appendable variable (negative counts from the end)")
+    which.add_argument("--slice", type=_parse_slice, help="entries A:B[:STEP] of an appendable variable "
+                                                          "(write --slice=-3: for negative starts)")
+    common(p)
+    p.set_defaults(func=_cmd_read)
+
+    p = sub.add_parser("snapshot", help="copy a (live) file into a new closed file, e.g. for xarray")
+    p.add_argument("file", help="the NetCDF file")
+    p.add_argument("out", help="the new file (replaced if it exists)")
+    common(p)
+    p.set_defaults(func=_cmd_snapshot)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CLIError as exc:
+        print(f"nstore: {exc}", file=sys.stderr)
+    except (KeyError, TypeError, ValueError, OSError, ConnectionError) as exc:
+        print(f"nstore: {type(exc).__name__}: {_message(exc)}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
