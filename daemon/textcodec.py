@@ -26,7 +26,10 @@ _PLAIN_TYPES = (bool, int, float, str, list, dict)
 class _Dumper(_SafeDumper):
     def represent_data(self, data: Any):
         if is_quantity(data):
-            mapping = {"QuantityValue": data.magnitude, "QuantityUnit": unit_string(data.units)}
+            magnitude = data.magnitude
+            if isinstance(magnitude, np.ndarray) and magnitude.ndim == 0:  # force_ndarray_like registries
+                magnitude = magnitude.item()
+            mapping = {"QuantityValue": magnitude, "QuantityUnit": unit_string(data.units)}
             return self.represent_mapping("!Quantity", mapping)
         if isinstance(data, np.ndarray):
             try:
@@ -70,6 +73,7 @@ def _construct_tuple(loader: _Loader, node: yaml.Node) -> tuple:
 _Loader.add_constructor("!Quantity", _construct_quantity)
 _Loader.add_constructor("!ndarray", _construct_ndarray)
 _Loader.add_constructor("!tuple", _construct_tuple)
+_Loader.add_constructor("tag:yaml.org,2002:python/tuple", _construct_tuple)  # the classic layer's spelling
 
 
 def dumps(value: Any) -> str:
