@@ -25,9 +25,9 @@ import zmq
 from nstore.protocol import PROTOCOL_VERSION
 from nstore.protocol.api import StorageDriver, StorageVariable
 from nstore.protocol.endpoints import default_endpoint, is_endpoint, pid_alive, read_lock, real_path
-from nstore.protocol.errors import ProtocolError, error_from_wire
+from nstore.protocol.errors import ProtocolError, UnsupportedTypeError, error_from_wire
 from nstore.protocol.messages import decode_reply, encode_request
-from nstore.protocol.values import check_storable_type
+from nstore.protocol.values import check_storable_type, pack
 
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
@@ -196,7 +196,11 @@ class RemoteDriver(StorageDriver):
         sock = self._sock()
         self._next_id += 1
         request_id = self._next_id
-        sock.send_multipart(encode_request(request_id, self._client_id, ops), copy=False)
+        try:
+            frames = encode_request(request_id, self._client_id, ops)
+        except UnsupportedTypeError as exc:  # (pipelined values were checked when queued)
+            raise exc.at(ops[0][1]) from None
+        sock.send_multipart(frames, copy=False)
         self._in_flight[request_id] = (ops, handles)
         return request_id
 
@@ -319,16 +323,14 @@ class RemoteDriver(StorageDriver):
         return StorageVariable(self, path)
 
     def write_variable(self, path: str, data: Any, at_index: int | None = None) -> None:
-        data = _checked(data, path)
         if self.pipeline:
-            self._enqueue("write", path, data=_owned(data), at_index=at_index)
+            self._enqueue("write", path, data=_owned(_checked(data, path)), at_index=at_index)
         else:
             self._call("write", path, data=data, at_index=at_index)
 
     def append_variable(self, path: str, data: Any) -> int | PendingIndex:
-        data = _checked(data, path)
         if self.pipeline:
-            return self._enqueue("append", path, want_index=True, data=_owned(data))
+            return self._enqueue("append", path, want_index=True, data=_owned(_checked(data, path)))
         return self._call("append", path, data=data)
 
     def read_variable(self, path: str, index: int | slice | None = None) -> Any:
@@ -346,7 +348,7 @@ class RemoteDriver(StorageDriver):
     def add_metadata(self, name: str, value: Any, path: str = "/") -> None:
         # Synchronous even when pipelining: metadata is rare, and callers (the
         # SIDV buffer) need its KeyError for a target that does not exist yet.
-        self._call("add_metadata", path, name=name, value=_checked(value, path))
+        self._call("add_metadata", path, name=name, value=value)
 
     def read_metadata(self, path: str = "/") -> dict:
         return self._call("metadata", path)
@@ -377,10 +379,7 @@ class RemoteDriver(StorageDriver):
 
 
 def _checked(value: Any, path: str) -> Any:
-    """Values we cannot encode fail here, naming the path, before anything is sent."""
-    from nstore.protocol.errors import UnsupportedTypeError
-    from nstore.protocol.values import pack
-
+    """A value to queue: one we cannot encode fails here, naming the path, not at a later send."""
     try:
         pack(value)  # cheap for scalars; arrays are not copied
     except UnsupportedTypeError as exc:

@@ -58,7 +58,7 @@ class ClientTable:
 
     def snapshot(self) -> dict:
         """Packable form for the journal."""
-        return {client: [seen, [[rid, list(ops.items())] for rid, ops in requests.items()]]
+        return {client: [seen, [[rid, [[i, wire] for i, wire in ops.items()]] for rid, ops in requests.items()]]
                 for client, (seen, requests) in self._clients.items()}
 
     def restore(self, snapshot: dict) -> None:

@@ -341,7 +341,7 @@ class NetCDFIODriver(StorageDriver):
 
         def commit() -> list:
             try:
-                var.ncvar[start : start + len(rows)] = _block(rows, var.sig)
+                _write_rows(var.ncvar, start, _block(rows, var.sig))
             except Exception as exc:
                 var.length = min(var.length, start)
                 error = OSError(f"{path}: writing {len(rows)} entries failed: {exc}")
@@ -492,6 +492,22 @@ def _whole_numbers(convert: Any, path: str, unit: str) -> Any:
         return rounded
 
     return whole
+
+
+def _write_rows(ncvar: Any, start: int, block: np.ndarray) -> None:
+    """``ncvar[start:start + len(block)] = block``, by netCDF4's low-level ``_put`` where it can.
+
+    Slice assignment spends ~35 us per call in netCDF4's Python index
+    arithmetic; appends know their start/count already, and ``_put`` takes them
+    directly (~7 us). Text and anything unusual take the public path.
+    """
+    put = getattr(ncvar, "_put", None)
+    if put is None or block.dtype == object or block.dtype != ncvar.dtype or not block.flags.c_contiguous:
+        ncvar[start : start + len(block)] = block
+        return
+    first = np.zeros(block.ndim, dtype=np.intp)
+    first[0] = start
+    put(block, first, np.array(block.shape, dtype=np.intp), np.ones(block.ndim, dtype=np.intp))
 
 
 def _tune(ncvar: Any) -> None:
