@@ -104,7 +104,9 @@ class RemoteDriver(StorageDriver):
                  connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S, pipeline: bool = False,
                  grace: float = DEFAULT_GRACE_S, keys: str | None = None):
         self.endpoint = endpoint
-        self.keys = keys or os.environ.get("NSTORE_KEYS") or None
+        # CurveZMQ applies to tcp only (ipc is protected by file permissions).
+        keys = keys or os.environ.get("NSTORE_KEYS") or None
+        self.keys = os.path.expanduser(keys) if keys and endpoint.startswith("tcp://") else None
         self.timeout = timeout
         self.grace = grace
         self.daemon_pid = -1
@@ -148,6 +150,13 @@ class RemoteDriver(StorageDriver):
                 raise ConnectionError(f"no nstored listens at {self.endpoint}")
             sock = zmq.Context.instance().socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 5000)  # at exit, give queued messages time to leave
+            if self._ipc_path:
+                # Never let this socket reconnect to a restarted daemon by itself: it
+                # would deliver requests sent after the crash before the lost earlier
+                # ones are resent, breaking this client's order. _ride_through()
+                # reconnects with a fresh socket and resends in order instead.
+                sock.setsockopt(zmq.RECONNECT_IVL, -1)
+                sock.setsockopt(zmq.SNDTIMEO, int(POLL_SLICE_S * 1000))
             if self.keys:
                 _secure_client(sock, self.keys)
             sock.connect(self.endpoint)
@@ -176,19 +185,22 @@ class RemoteDriver(StorageDriver):
         deadline = time.monotonic() + self.grace
         while True:
             try:
-                pid = _probe(self.endpoint, keys=self.keys)
-                break
-            except ConnectionError:
+                self.daemon_pid = _probe(self.endpoint, keys=self.keys)
+                sock = self._sock()
+                for request_id in sorted(self._in_flight):
+                    frames = encode_request(request_id, self._client_id, self._in_flight[request_id][0])
+                    sock.send_multipart(frames, copy=False)
+                return
+            except (ConnectionError, zmq.Again):  # not back yet, or gone again while we resent
+                if self._socket is not None:
+                    self._socket.close(linger=0)
+                    self._socket = None
                 if time.monotonic() >= deadline:
                     lost = sum(len(ops) for ops, _ in self._in_flight.values())
                     raise ConnectionError(
                         f"nstored at {self.endpoint} went away and did not come back within {self.grace:g} s "
                         f"({lost} operations unacknowledged)") from None
                 time.sleep(0.1)
-        self.daemon_pid = pid
-        sock = self._sock()
-        for request_id in sorted(self._in_flight):
-            sock.send_multipart(encode_request(request_id, self._client_id, self._in_flight[request_id][0]), copy=False)
 
     def _send(self, ops: list, handles: list) -> int:
         if self._closed:
@@ -200,9 +212,20 @@ class RemoteDriver(StorageDriver):
             frames = encode_request(request_id, self._client_id, ops)
         except UnsupportedTypeError as exc:  # (pipelined values were checked when queued)
             raise exc.at(ops[0][1]) from None
-        sock.send_multipart(frames, copy=False)
         self._in_flight[request_id] = (ops, handles)
-        return request_id
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                sock.send_multipart(frames, copy=False)
+                return request_id
+            except zmq.Again:  # no daemon to take it (ipc sockets only; see _sock)
+                if self._daemon_gone():
+                    self._ride_through()  # resends everything in flight, this request included
+                    return request_id
+                if time.monotonic() >= deadline:
+                    del self._in_flight[request_id]
+                    raise ConnectionError(f"nstored at {self.endpoint} took no request for {self.timeout:g} s") from None
+                sock = self._sock()
 
     def _receive(self, timeout: float) -> tuple[int, list]:
         """Take one reply and settle its ops; ConnectionError if none comes in time.
@@ -450,8 +473,15 @@ def _probe(endpoint: str, timeout: float = 1.0, keys: str | None = None) -> int:
 
 
 def _endpoint_for(file_name: str) -> str:
+    """The endpoint the daemon serving ``file_name`` recorded (its host for a wildcard bind)."""
     info = read_lock(file_name)
-    return info["endpoint"] if info else default_endpoint(file_name)
+    if not info:
+        return default_endpoint(file_name)
+    endpoint = info["endpoint"]
+    for wildcard in ("tcp://0.0.0.0:", "tcp://*:", "tcp://[::]:"):
+        if endpoint.startswith(wildcard) and info.get("host"):
+            return f"tcp://{info['host']}:{endpoint[len(wildcard):]}"
+    return endpoint
 
 
 def _spawn(file_name: str) -> None:

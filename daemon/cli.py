@@ -25,6 +25,8 @@ START_TIMEOUT_S = 30.0
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import zmq
+
     from .lock import AlreadyServedError
     from .server import Server
 
@@ -41,7 +43,7 @@ def _serve(args: argparse.Namespace) -> int:
     except AlreadyServedError as exc:
         print(f"nstored: {exc}", file=sys.stderr)
         return 3
-    except (OSError, ValueError, PermissionError) as exc:
+    except (OSError, ValueError, zmq.ZMQError) as exc:  # (PermissionError is an OSError)
         print(f"nstored: cannot serve {args.file}: {exc}", file=sys.stderr)
         return 2
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -64,6 +66,10 @@ def _start(args: argparse.Namespace) -> int:
         command += ["--insecure"]
     if args.endpoint:
         command += ["--endpoint", args.endpoint]
+    if not os.path.isdir(os.path.dirname(file_name)):
+        print(f"nstored: cannot serve {file_name}: directory {os.path.dirname(file_name)} does not exist",
+              file=sys.stderr)
+        return 2
     with open(log_path, "ab") as log_file:
         child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
                                  start_new_session=True, close_fds=True)

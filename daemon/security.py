@@ -70,12 +70,26 @@ def check_endpoint(endpoint: str, keys: str | None, insecure: bool) -> None:
         log.warning("INSECURE: %s accepts unauthenticated clients from the network", endpoint)
 
 
+def load_server_keys(keys: str) -> tuple[bytes, bytes]:
+    """The server's (public, secret) CurveZMQ keys from ``keys``; OSError naming what is missing."""
+    path = os.path.join(keys, f"{SERVER_NAME}.key_secret")
+    try:
+        public, secret = zmq.auth.load_certificate(path)
+    except (OSError, ValueError) as exc:
+        raise OSError(f"{path}: cannot load the server's CurveZMQ keys ({exc}); make them with `nstored keygen {keys}`") from None
+    if not secret:
+        raise OSError(f"{path}: holds no secret key; make keys with `nstored keygen {keys}`")
+    if not os.path.isdir(os.path.join(keys, AUTHORIZED)):
+        raise OSError(f"{keys}/{AUTHORIZED}: missing; it lists the client keys to admit")
+    return public, secret
+
+
 def secure_server(context: zmq.Context, socket: zmq.Socket, keys: str) -> ThreadAuthenticator:
     """Make ``socket`` a CurveZMQ server accepting only keys in ``keys/authorized``."""
     authenticator = ThreadAuthenticator(context)
     authenticator.start()
     authenticator.configure_curve(domain="*", location=os.path.join(keys, AUTHORIZED))
-    public, secret = zmq.auth.load_certificate(os.path.join(keys, f"{SERVER_NAME}.key_secret"))
+    public, secret = load_server_keys(keys)
     socket.curve_secretkey = secret
     socket.curve_publickey = public
     socket.curve_server = True

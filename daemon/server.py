@@ -30,7 +30,7 @@ from .engine import NetCDFIODriver
 from .journal import Journal, journal_path
 from .lock import DaemonLock
 from .recovery import recover
-from .security import check_endpoint, secure_server
+from .security import check_endpoint, load_server_keys, secure_server
 
 log = logging.getLogger("nstored")
 
@@ -66,28 +66,35 @@ class Server:
         self.max_message_bytes = max_message_bytes
         endpoint = endpoint or default_endpoint(self.file_name)
         check_endpoint(endpoint, keys, insecure)
+        if keys:
+            load_server_keys(keys)  # bad keys fail before the file is touched
         self.checkpoint_interval_s = checkpoint_interval_s
         self.checkpoint_bytes = checkpoint_bytes
         self.clients = ClientTable(idle_s=client_idle_s)
         self._lock = DaemonLock(self.file_name)
         self._lock.acquire()
+        self._context = zmq.Context()
+        self._socket = self._context.socket(zmq.ROUTER)
+        self._authenticator = None
+        self.endpoint, self._bound = endpoint, False
         try:
-            # The file opens first: if it cannot, the journal is left untouched.
-            self.engine, self.seq, replayed = recover(self.file_name, journal_path(self.file_name), self.clients)
-            self.journal = Journal(journal_path(self.file_name), fsync=fsync)
-            if replayed or self.journal.size:
-                log.info("recovered %d journaled ops (through batch %d)", replayed, self.seq)
-            self.checkpoint()
-            self._context = zmq.Context()
-            self._socket = self._context.socket(zmq.ROUTER)
+            # Bind first: a busy port or a bad endpoint fails before the file is touched.
+            # Clients that connect meanwhile simply wait until recovery is done.
             self._socket.setsockopt(zmq.LINGER, 2000)
             self._socket.setsockopt(zmq.RCVHWM, HIGH_WATER_MARK)
             self._socket.setsockopt(zmq.SNDHWM, HIGH_WATER_MARK)
             self._socket.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
             self._authenticator = secure_server(self._context, self._socket, keys) if keys else None
-            self.endpoint = self._bind(endpoint)
+            self.endpoint, self._bound = self._bind(endpoint), True
+            # If the file cannot be opened, the journal is left untouched.
+            self.engine, self.seq, replayed = recover(self.file_name, journal_path(self.file_name), self.clients)
+            self.journal = Journal(journal_path(self.file_name), fsync=fsync)
+            if replayed or self.journal.size:
+                log.info("recovered %d journaled ops (through batch %d)", replayed, self.seq)
+            self.checkpoint()
             self._lock.record(self.endpoint, self.file_name)
         except BaseException:
+            self._close_transport()
             self._lock.release()
             raise
         self._stopping = False
@@ -365,17 +372,21 @@ class Server:
             self.journal.close()
             self.engine.close()
         finally:
-            self._socket.close()
-            if self._authenticator is not None:
-                self._authenticator.stop()
-            self._context.term()
-            if self.endpoint.startswith("ipc://"):
-                try:
-                    os.unlink(self.endpoint[len("ipc://"):])
-                except FileNotFoundError:
-                    pass
+            self._close_transport()
             self._lock.release()
             log.info("stopped; %s closed", self.file_name)
+
+    def _close_transport(self) -> None:
+        """Close the socket (and its authenticator); remove the ipc socket file we bound."""
+        self._socket.close()
+        if self._authenticator is not None:
+            self._authenticator.stop()
+        self._context.term()
+        if self._bound and self.endpoint.startswith("ipc://"):
+            try:
+                os.unlink(self.endpoint[len("ipc://"):])
+            except FileNotFoundError:
+                pass
 
 
 def _socket_alive(path: str) -> bool:
