@@ -184,6 +184,11 @@ def unpack(frames: Sequence[Any]) -> Any:
         raise
     except Exception as exc:  # msgpack and numpy raise many types on garbage
         raise ProtocolError(f"malformed message: {type(exc).__name__}: {exc}") from None
+    finally:
+        # ext_hook refers to itself, a reference cycle that only the cyclic GC frees (rarely, in
+        # the daemon); it must not keep the message's buffers alive meanwhile. The arrays
+        # returned hold their own references to the frames they view.
+        buffers.clear()
 
 
 def frames_body(frame: Any) -> Any:

@@ -11,6 +11,21 @@ from daemons import Daemon
 DRIVERS = ["inprocess", "remote"]
 
 
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true", default=False,
+                     help="also run tests marked slow (long fuzzing, churn and load runs)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Without --slow, tests marked ``slow`` are deselected (not reported as skipped)."""
+    if config.getoption("--slow"):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow") is not None]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if item.get_closest_marker("slow") is None]
+
+
 @pytest.fixture
 def daemon_factory():
     """``daemon_factory(file, *args)`` -> a running :class:`Daemon`; all are stopped by PID at teardown."""
