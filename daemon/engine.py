@@ -18,7 +18,7 @@ import numpy as np
 
 from nstore.protocol.api import StorageDriver, StorageVariable
 from nstore.protocol.errors import UnsupportedTypeError
-from nstore.protocol.paths import normalize_path, split_path
+from nstore.protocol.paths import check_name, normalize_path, split_path
 from nstore.protocol.units import converter
 from nstore.protocol.values import check_storable_type, type_name
 
@@ -451,6 +451,7 @@ class NetCDFIODriver(StorageDriver):
         self._check_writable()
         if not isinstance(name, str) or not name or _RESERVED_ATTRS.match(name):
             raise ValueError(f"{path or '/'}: metadata name {name!r} is reserved or empty")
+        check_name(f"{path or '/'}: metadata {name!r}", name)  # netCDF's name rules, as for paths
         value = _attribute_value(value, path or "/", name)  # before the lookup: a bad value never waits
         self._target(path).setncattr(name, value)
 

@@ -37,8 +37,9 @@ log = logging.getLogger("nstored")
 DEFAULT_MAX_BATCH = 256  # messages taken per loop turn
 DEFAULT_MAX_MESSAGE_BYTES = 512 * 1024 * 1024  # ZeroMQ drops the connection of a peer sending more
 DEFAULT_MAX_ARRAY_BYTES = 256 * 1024 * 1024  # data one write/append/add_metadata may carry
-HIGH_WATER_MARK = 16  # messages queued per peer before its sends block: bounds daemon memory
-DEFAULT_MAX_BATCH_BYTES = 64 * 1024 * 1024  # stop draining the socket past this much per turn
+HIGH_WATER_MARK = 8  # messages queued per peer before its sends block: bounds daemon memory
+DEFAULT_MAX_BATCH_BYTES = 16 * 1024 * 1024  # stop draining the socket past this much per turn
+MAX_RECENT_PEERS = 65536
 POLL_MS = 200  # how often the loop looks at its stop flag while idle
 GC_THRESHOLD = 100_000  # allocations between young-generation collections (CPython's default: 700)
 CHECKPOINT_INTERVAL_S = 30.0
@@ -99,7 +100,8 @@ class Server:
             raise
         self._stopping = False
         self.started = time.time()
-        self.peers: set[bytes] = set()
+        self.clients_seen = 0
+        self._recent_peers: set[bytes] = set()  # connection identities; reset when large (counting only)
         self.ops_applied: Counter = Counter()
         self.bytes_written = 0
         self.last_batch = 0
@@ -171,7 +173,11 @@ class Server:
         parsed = []  # (identity, request or None, ProtocolError or None)
         for frames in batch:
             identity = frames[0].bytes
-            self.peers.add(identity)
+            if identity not in self._recent_peers:
+                if len(self._recent_peers) >= MAX_RECENT_PEERS:
+                    self._recent_peers.clear()
+                self._recent_peers.add(identity)
+                self.clients_seen += 1
             try:
                 parsed.append((identity, decode_request(frames[1:]), None))
             except ProtocolError as exc:
@@ -353,7 +359,7 @@ class Server:
             "endpoint": self.endpoint,
             "version": PROTOCOL_VERSION,
             "uptime_s": round(uptime, 3),
-            "clients_seen": len(self.peers),
+            "clients_seen": self.clients_seen,
             "clients_remembered": len(self.clients),
             "last_batch_seq": self.seq,
             "journal_bytes": self.journal.size,

@@ -49,11 +49,11 @@ def normalize_path(path: str) -> str:
     if len(parts) > MAX_DEPTH:
         raise ValueError(f"{_shown(path)}: path deeper than {MAX_DEPTH} levels")
     for level, part in enumerate(parts):
-        _check_name(path, part, top_level=level == 0)
+        check_name(path, part, top_level=level == 0)
     return stripped
 
 
-def _check_name(path: str, part: str, top_level: bool) -> None:
+def check_name(path: str, part: str, top_level: bool = False) -> None:
     """ValueError naming ``path`` unless ``part`` is a name netCDF-4 stores safely."""
     if not part:
         raise ValueError(f"{_shown(path)}: empty path component")
