@@ -108,18 +108,26 @@ def _target_endpoint(args: argparse.Namespace) -> str | None:
     return info["endpoint"] if info else None
 
 
-def _stop(args: argparse.Namespace) -> int:
+def _ask(args: argparse.Namespace, op: str) -> dict | None:
+    """Send ``op`` to the daemon FILE or --endpoint names; None (after saying why) if that fails."""
     from .control import query
 
     endpoint = _target_endpoint(args)
     if endpoint is None:
         print(f"nstored: no daemon serves {args.file}", file=sys.stderr)
-        return 1
+        return None
     try:
-        pid = query(endpoint, "shutdown", timeout=args.timeout, keys=args.keys)["pid"]
+        return query(endpoint, op, timeout=args.timeout, keys=args.keys)
     except (ConnectionError, TimeoutError) as exc:
         print(f"nstored: {exc}", file=sys.stderr)
+        return None
+
+
+def _stop(args: argparse.Namespace) -> int:
+    reply = _ask(args, "shutdown")
+    if reply is None:
         return 1
+    pid = reply["pid"]
     deadline = time.monotonic() + args.timeout
     while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -131,16 +139,8 @@ def _stop(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from .control import query
-
-    endpoint = _target_endpoint(args)
-    if endpoint is None:
-        print(f"nstored: no daemon serves {args.file}", file=sys.stderr)
-        return 1
-    try:
-        status = query(endpoint, "status", timeout=args.timeout, keys=args.keys)
-    except (ConnectionError, TimeoutError) as exc:
-        print(f"nstored: {exc}", file=sys.stderr)
+    status = _ask(args, "status")
+    if status is None:
         return 1
     if args.json:
         print(json.dumps(status, indent=2, sort_keys=True))

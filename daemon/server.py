@@ -1,8 +1,8 @@
 """nstored's loop: a ZeroMQ ROUTER socket in front of one NetCDFIODriver.
 
 Receive what is waiting (up to ``max_batch`` messages), apply every op in
-arrival order -- consecutive appends to one variable coalesced into a single
-slice write -- then acknowledge. One thread, one writer: per-client order and
+arrival order -- a run of appends becomes one slice write per variable --
+journal, then acknowledge. One thread, one writer: per-client order and
 "a read sees every acknowledged op" follow from applying ops serially.
 """
 
@@ -37,7 +37,7 @@ log = logging.getLogger("nstored")
 DEFAULT_MAX_BATCH = 256  # messages taken per loop turn
 DEFAULT_MAX_MESSAGE_BYTES = 512 * 1024 * 1024  # ZeroMQ drops the connection of a peer sending more
 DEFAULT_MAX_ARRAY_BYTES = 256 * 1024 * 1024  # data one write/append/add_metadata may carry
-HIGH_WATER_MARK = 8  # messages queued per peer before its sends block: bounds daemon memory
+HIGH_WATER_MARK = 8  # requests queued per peer before its sends block: bounds daemon memory
 DEFAULT_MAX_BATCH_BYTES = 16 * 1024 * 1024  # stop draining the socket past this much per turn
 MAX_RECENT_PEERS = 65536
 POLL_MS = 200  # how often the loop looks at its stop flag while idle
@@ -83,7 +83,11 @@ class Server:
             # Clients that connect meanwhile simply wait until recovery is done.
             self._socket.setsockopt(zmq.LINGER, 2000)
             self._socket.setsockopt(zmq.RCVHWM, HIGH_WATER_MARK)
-            self._socket.setsockopt(zmq.SNDHWM, HIGH_WATER_MARK)
+            # Replies are never dropped: a ROUTER silently discards messages to a peer
+            # past its send HWM, and a client waiting for a lost reply would hang.
+            # Reply volume is bounded by the clients' windows (one reply per request).
+            self._socket.setsockopt(zmq.SNDHWM, 0)
+            self._socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
             self._socket.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
             self._authenticator = secure_server(self._context, self._socket, keys) if keys else None
             self.endpoint, self._bound = self._bind(endpoint), True
@@ -157,7 +161,10 @@ class Server:
         self.last_batch = len(batch)
         if batch:
             for identity, frames in self.process(batch):
-                self._socket.send_multipart([identity, *frames], copy=False)
+                try:
+                    self._socket.send_multipart([identity, *frames], copy=False)
+                except zmq.ZMQError as exc:  # EHOSTUNREACH: the client left before its reply
+                    log.info("reply to a departed client dropped: %s", exc)
             if self.journal.size >= self.checkpoint_bytes:
                 self.checkpoint()
 
@@ -245,7 +252,7 @@ class Server:
                     self._log(parsed[m][1], i, None, outcome)
                 else:
                     self.ops_applied["append"] += 1
-                    self.bytes_written += _nbytes(value)
+                    self.bytes_written += _payload_bytes(value)
                     self._log(parsed[m][1], i, ["put", path, {"data": value, "index": outcome}], outcome)
             if commit is not None:
                 self._commits.append((entries, commit))
@@ -254,10 +261,7 @@ class Server:
         """The error for a mutating op carrying more than ``max_array_bytes`` of data, else None."""
         if op.name not in MUTATING_OPS:
             return None
-        value = op.args.get("data", op.args.get("value"))
-        if type(value) in _SCALARS:
-            return None  # the common case, and always small
-        size = _payload_bytes(value, self.max_array_bytes)
+        size = _payload_bytes(op.args.get("data", op.args.get("value")), self.max_array_bytes)
         if size <= self.max_array_bytes:
             return None
         return ValueError(f"{op.path}: {op.name} carries at least {size} bytes of data; the daemon's limit is "
@@ -329,7 +333,7 @@ class Server:
 
     def _op_write(self, path: str, data: Any = None, at_index: int | None = None) -> None:
         self.engine.write_variable(path, data, at_index)
-        self.bytes_written += _nbytes(data)
+        self.bytes_written += _payload_bytes(data)
 
     def _op_read(self, path: str, index: Any = None) -> Any:
         return self.engine.read_variable(path, index)
@@ -412,9 +416,11 @@ def _socket_alive(path: str) -> bool:
 _SCALARS = frozenset({float, int, bool, type(None)})
 
 
-def _payload_bytes(value: Any, limit: int) -> int:
+def _payload_bytes(value: Any, limit: int = 1 << 62) -> int:
     """Bytes of data in ``value`` as it would be stored (arrays: nbytes; numbers: 8; text: its
     length), walking lists, tuples, dicts and quantities; stops counting once past ``limit``."""
+    if type(value) in _SCALARS:
+        return 8  # the common case
     total, stack = 0, [value]
     while stack and total <= limit:
         item = stack.pop()
@@ -432,14 +438,6 @@ def _payload_bytes(value: Any, limit: int) -> int:
         elif item is not None:
             total += 8
     return total
-
-
-def _nbytes(value: Any) -> int:
-    if hasattr(value, "nbytes"):
-        return int(value.nbytes)
-    if isinstance(value, str):
-        return len(value)
-    return 8
 
 
 class _Known:
