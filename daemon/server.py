@@ -26,7 +26,6 @@ from nstore.protocol.messages import MUTATING_OPS, Op, decode_request, encode_re
 from nstore.protocol.units import is_quantity
 
 from .clients import IDLE_S, ClientTable
-from .engine import NetCDFIODriver
 from .journal import Journal, journal_path
 from .lock import DaemonLock
 from .recovery import recover

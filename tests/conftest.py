@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+
 import pytest
 
 from nstore import NetCDFIODriver, StorageInterface, connect
@@ -39,6 +42,15 @@ def daemon_factory():
     yield _start
     for daemon in started:
         daemon.stop()
+
+
+@pytest.fixture
+def runtime_dir(monkeypatch):
+    """A short, fresh XDG_RUNTIME_DIR (where default ipc sockets live) for this test and its daemons."""
+    path = tempfile.mkdtemp(prefix="nx", dir="/tmp")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", path)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(params=DRIVERS)

@@ -32,6 +32,18 @@ def answers(endpoint: str, timeout: float = 0.5) -> bool:
         sock.close()
 
 
+def stop_process(process: subprocess.Popen, timeout: float = 15.0) -> int:
+    """SIGTERM ``process`` and wait; SIGKILL if it does not exit in time. Returns its exit code."""
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+    return process.returncode
+
+
 class Daemon:
     """``nstored serve FILE --endpoint ipc://<short temp dir>/d.sock`` as a child process."""
 
@@ -72,13 +84,7 @@ class Daemon:
 
     def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM and wait; SIGKILL if it does not exit in time. Returns the exit code."""
-        if self.process.poll() is None:
-            os.kill(self.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
+        stop_process(self.process, timeout)
         self._log.close()
         self._saved_log = self.log()
         shutil.rmtree(self._sock_dir, ignore_errors=True)

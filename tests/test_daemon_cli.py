@@ -13,12 +13,10 @@ import json
 import multiprocessing as mp
 import os
 import random
-import shutil
 import signal
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 
 import msgpack
@@ -68,14 +66,6 @@ def socket_path(endpoint: str) -> str:
     assert endpoint.startswith("ipc://"), endpoint
     return endpoint[len("ipc://"):]
 
-
-@pytest.fixture
-def runtime_dir(monkeypatch):
-    """A short, fresh XDG_RUNTIME_DIR for this test (and the processes it starts)."""
-    path = tempfile.mkdtemp(prefix="nx", dir="/tmp")
-    monkeypatch.setenv("XDG_RUNTIME_DIR", path)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import os
 import queue as queue_module
 import random
 import shutil
-import signal
 import socket
 import stat
 import subprocess
@@ -38,6 +37,8 @@ from nstore.protocol import PROTOCOL_VERSION
 from nstore.protocol.endpoints import default_endpoint, read_lock
 from nstore.protocol.messages import MAX_OPS_PER_MESSAGE, decode_reply, encode_request
 from nstore.protocol.values import EXT_ARRAY, EXT_NUMPY_SCALAR, EXT_QUANTITY, MAX_ARRAY_NDIM
+
+from daemons import stop_process
 
 REPLY_TIMEOUT_S = 10.0
 START_TIMEOUT_S = 30.0
@@ -139,14 +140,7 @@ class Served:
             return fh.read()
 
     def stop(self, timeout: float = 15.0) -> int:
-        if self.process.poll() is None:
-            os.kill(self.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        return self.process.returncode
+        return stop_process(self.process, timeout)
 
 
 @pytest.fixture
@@ -163,14 +157,6 @@ def serve():
     for daemon in started:
         daemon.stop()
 
-
-@pytest.fixture
-def runtime_dir(monkeypatch):
-    """A short, fresh XDG_RUNTIME_DIR for this test and the daemons it starts."""
-    path = tempfile.mkdtemp(prefix="nh", dir="/tmp")
-    monkeypatch.setenv("XDG_RUNTIME_DIR", path)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 # --- 1. validation at the door ----------------------------------------------------------------------
