@@ -132,7 +132,8 @@ class RemoteDriver(StorageDriver):
         self._pending_handles: list = []  # per pending op: PendingIndex or None
         self._pending_bytes = 0
         self._pending_since = 0.0
-        self._in_flight: dict[int, tuple[list, list]] = {}  # request id -> (ops, handles)
+        # request id -> (ops, handles); handles is None for a synchronous request
+        self._in_flight: dict[int, tuple[list, list | None]] = {}
         self._errors: list[BaseException] = []
 
     # --- transport ------------------------------------------------------------------------
@@ -202,7 +203,7 @@ class RemoteDriver(StorageDriver):
                         f"({lost} operations unacknowledged)") from None
                 time.sleep(0.1)
 
-    def _send(self, ops: list, handles: list) -> int:
+    def _send(self, ops: list, handles: list | None) -> int:
         if self._closed:
             raise ValueError(f"{self.endpoint}: the connection is closed")
         sock = self._sock()
@@ -252,15 +253,12 @@ class RemoteDriver(StorageDriver):
         if reply_id == -1 and self._in_flight:  # the daemon could not parse a request of ours
             reply_id = min(self._in_flight)
             results = results * len(self._in_flight[reply_id][0])
-        entry = self._in_flight.pop(reply_id, None)
-        if entry is not None:
-            ops, handles = entry
+        ops, handles = self._in_flight.pop(reply_id, ((), None))
+        if handles is not None:  # a pipelined batch: settle its handles, keep its errors for flush()
             for op, handle, (ok, value) in zip(ops, handles, results):
                 if not ok:
-                    value = error_from_wire(value)
-                    if self.pipeline and not isinstance(handles, _Collect):
-                        value = _name_operation(value, op)
-                        self._errors.append(value)
+                    value = _name_operation(error_from_wire(value), op)
+                    self._errors.append(value)
                 if handle is not None:
                     handle._resolve(ok, value)
         return reply_id, results
@@ -269,7 +267,7 @@ class RemoteDriver(StorageDriver):
         """Send ``ops`` now (after anything pending) and wait for their results."""
         with self._lock:
             self._send_pending()
-            request_id = self._send(ops, [None] * len(ops) if not self.pipeline else _Collect(len(ops)))
+            request_id = self._send(ops, None)  # (no handles: the caller reads the results)
             while True:
                 reply_id, results = self._receive(timeout)
                 if reply_id == request_id:
@@ -490,13 +488,6 @@ def _spawn(file_name: str) -> None:
                             capture_output=True, text=True, timeout=SPAWN_TIMEOUT_S)
     if result.returncode != 0 and "already served" not in result.stderr:
         raise ConnectionError(f"could not start nstored for {file_name}: {result.stderr.strip()}")
-
-
-class _Collect(list):
-    """Handles for a synchronous request sent while pipelining: results are read from the reply."""
-
-    def __init__(self, n: int):
-        super().__init__([None] * n)
 
 
 def _owned(value: Any) -> Any:
