@@ -292,6 +292,21 @@ class NetCDFIODriver(StorageDriver):
             entry = self._prepare(path, var.sig, data, "write")
         var.ncvar[...] = entry if var.sig.dtype is not TEXT else _text_cell(entry, var.ncvar.shape)
 
+    def write_entries(self, path: str, start: int, values: Sequence[Any]) -> None:
+        """Overwrite entries ``start``, ``start + 1``, ... of an appendable variable with one slice write.
+
+        All or nothing: the daemon coalesces a run of ``write(..., at_index=i)``
+        into this, and replays the writes one by one if it raises, so that each
+        gets its own exact error.
+        """
+        path = _variable_path(path)
+        self._check_writable()
+        var = self._variable(path)
+        if var is None or not var.appendable or start < 0 or start + len(values) > var.length:
+            raise ValueError(f"{path}: entries {start}..{start + len(values) - 1} are not all stored")
+        rows = [self._prepare(path, var.sig, data, "write") for data in values]
+        _write_rows(var.ncvar, start, _block(rows, var.sig))
+
     def append_variable(self, path: str, data: Any) -> int:
         result = self.append_many(path, [data])[0]
         if isinstance(result, BaseException):

@@ -1,8 +1,8 @@
 """nstored's loop: a ZeroMQ ROUTER socket in front of one NetCDFIODriver.
 
 Receive what is waiting (up to ``max_batch`` messages), apply every op in
-arrival order -- a run of appends becomes one slice write per variable --
-journal, then acknowledge. One thread, one writer: per-client order and
+arrival order -- a run of appends becomes one slice write per variable, and so
+do writes at consecutive indices -- journal, then acknowledge. One thread, one writer: per-client order and
 "a read sees every acknowledged op" follow from applying ops serially.
 """
 
@@ -217,15 +217,52 @@ class Server:
                 self._prepare_appends(work[position:end], parsed, results)
             else:
                 self._flush_segment(results)  # earlier appends must be in the file before this op
-                m, i, op = work[position]
-                outcome = results[m][i] = self._apply_one(op)
-                if op.name in MUTATING_OPS:
-                    logged = None if isinstance(outcome, BaseException) else [op.name, op.path, op.args]
-                    self._log(parsed[m][1], i, logged, outcome)
+                end = position + self._apply_write_run(work[position:], parsed, results)
+                if end == position:
+                    m, i, op = work[position]
+                    outcome = results[m][i] = self._apply_one(op)
+                    self._log_mutation(parsed[m][1], i, op, outcome)
+                    end = position + 1
             position = end
         self._flush_segment(results)
         return [(identity, encode_reply_body(request.id if request else -1, [_wire(r) for r in res]))
                 for (identity, request, _), res in zip(parsed, results)]
+
+    def _apply_write_run(self, work: list, parsed: list, results: list) -> int:
+        """Writes at consecutive indices of one variable, as one slice write; how many ops it took.
+
+        Returns 0 (nothing applied) unless ``work`` starts with at least two such
+        writes, or when the block write refuses them: they are then applied one
+        by one, each with its own exact error.
+        """
+        first = work[0][2]
+        start = first.args.get("at_index") if first.name == "write" else None
+        if type(start) is not int or start < 0:
+            return 0
+        count = 1
+        while count < len(work):
+            op = work[count][2]
+            if op.name != "write" or op.path != first.path or op.args.get("at_index") != start + count:
+                break
+            count += 1
+        if count < 2:
+            return 0
+        try:
+            self.engine.write_entries(first.path, start, [entry[2].args.get("data") for entry in work[:count]])
+        except Exception:  # noqa: BLE001 - one by one below gives each op its own error
+            return 0
+        for m, i, op in work[:count]:
+            results[m][i] = None
+            self.ops_applied["write"] += 1
+            self.bytes_written += _payload_bytes(op.args.get("data"))
+            self._log_mutation(parsed[m][1], i, op, None)
+        return count
+
+    def _log_mutation(self, request: Any, op_index: int, op: Op, outcome: Any) -> None:
+        """Queue the journal entry of an applied non-append op (nothing for reads)."""
+        if op.name in MUTATING_OPS:
+            logged = None if isinstance(outcome, BaseException) else [op.name, op.path, op.args]
+            self._log(request, op_index, logged, outcome)
 
     def _prepare_appends(self, run: list, parsed: list, results: list) -> None:
         """A run of consecutive appends: reserve indices now, one slice write per variable later.

@@ -180,3 +180,34 @@ class _Frame:
 
     def __len__(self) -> int:
         return len(self.bytes)
+
+
+def test_writes_at_consecutive_indices_become_one_write(tmp_path, monkeypatch):
+    """A pipelined client rewriting entries 2, 3, 4, 5 of a variable: one slice write; a bad one
+    among them falls back to one write each, with its own error and the others applied."""
+    writes = []
+    real = engine._write_rows
+
+    def counting(ncvar, start, block):
+        writes.append((ncvar.name, start, len(block)))
+        real(ncvar, start, block)
+
+    sockets = tempfile.mkdtemp(prefix="nsp")
+    server = Server(str(tmp_path / "run.nc"), f"ipc://{sockets}/s.sock")
+    try:
+        for k in range(8):
+            server.engine.append_variable("x", float(k))
+        monkeypatch.setattr(engine, "_write_rows", counting)
+        good = [("write", "x", {"data": 10.0 + k, "at_index": k}) for k in range(2, 6)]
+        replies = server.process([[_Frame(b"a"), *map(_Frame, encode_request(1, "a", good))]])
+        assert [ok for ok, _ in decode_reply(replies[0][1])[1]] == [True] * 4
+        assert writes == [("x", 2, 4)]
+        mixed = [("write", "x", {"data": 20.0, "at_index": 6}), ("write", "x", {"data": "no", "at_index": 7})]
+        replies = server.process([[_Frame(b"a"), *map(_Frame, encode_request(2, "a", mixed))]])
+        results = decode_reply(replies[0][1])[1]
+        assert results[0] == [True, None]
+        assert results[1][0] is False and results[1][1]["type"] == "TypeError"
+        assert server.engine.read_variable("x").tolist() == [0.0, 1.0, 12.0, 13.0, 14.0, 15.0, 20.0, 7.0]
+    finally:
+        server.close()
+        os.rmdir(sockets)
