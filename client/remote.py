@@ -449,7 +449,11 @@ def _secure_client(sock: zmq.Socket, keys: str) -> None:
 
 
 def _probe(endpoint: str, timeout: float = 1.0, keys: str | None = None) -> int:
-    """The pid of the daemon answering at ``endpoint``; ConnectionError if none does."""
+    """The pid of the daemon answering at ``endpoint``; ConnectionError if none does.
+
+    (nstore.daemon.control.query is the daemon CLI's twin of this: the layout
+    keeps the client and the daemon from importing each other.)
+    """
     if endpoint.startswith("ipc://") and not os.path.exists(endpoint[len("ipc://"):]):
         raise ConnectionError(f"no nstored listens at {endpoint}")
     sock = zmq.Context.instance().socket(zmq.DEALER)

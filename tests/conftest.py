@@ -9,7 +9,7 @@ import pytest
 
 from nstore import NetCDFIODriver, StorageInterface, connect
 
-from daemons import Daemon
+from daemons import Daemon, stop_daemon_on_close
 
 DRIVERS = ["inprocess", "remote"]
 
@@ -76,7 +76,7 @@ def open_store(tmp_path, driver_kind, daemon_factory):
         else:
             daemon = daemon_factory(path)
             driver = connect(daemon.endpoint, timeout=30)
-            _stop_daemon_on_close(driver, daemon)
+            stop_daemon_on_close(driver, daemon)
         store = StorageInterface(driver)
         opened.append(store)
         return store
@@ -87,13 +87,3 @@ def open_store(tmp_path, driver_kind, daemon_factory):
             store.close()
         except Exception:
             pass
-
-
-def _stop_daemon_on_close(driver, daemon: Daemon) -> None:
-    close = driver.close
-
-    def close_and_stop() -> None:
-        close()
-        daemon.stop()
-
-    driver.close = close_and_stop

@@ -89,3 +89,14 @@ class Daemon:
         self._saved_log = self.log()
         shutil.rmtree(self._sock_dir, ignore_errors=True)
         return self.process.returncode
+
+
+def stop_daemon_on_close(driver, daemon: "Daemon") -> None:
+    """Make ``driver.close()`` also stop ``daemon`` (so the file can be opened directly afterwards)."""
+    close = driver.close
+
+    def close_and_stop() -> None:
+        close()
+        daemon.stop()
+
+    driver.close = close_and_stop

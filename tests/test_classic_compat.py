@@ -20,6 +20,7 @@ import numpy as np
 import pint
 import pytest
 
+from daemons import stop_daemon_on_close
 from nstore import NetCDFIODriver, StorageInterface, connect, ureg
 from nstore.daemon import textcodec
 from nstore.protocol.units import parse_unit
@@ -68,13 +69,7 @@ def classic(tmp_path, driver_kind, daemon_factory):
         else:
             daemon = daemon_factory(path)
             driver = connect(daemon.endpoint, timeout=30)
-            close = driver.close
-
-            def close_and_stop() -> None:
-                close()
-                daemon.stop()
-
-            driver.close = close_and_stop
+            stop_daemon_on_close(driver, daemon)
         store = StorageInterface(driver)
         opened.append(store)
         return store, path
