@@ -7,7 +7,8 @@
 When a daemon serves FILE (its lock file names an endpoint that answers) or
 ``--endpoint`` is given, everything goes through that daemon, so a running
 simulation can be looked at safely; otherwise FILE is opened read-only
-in-process. ``snapshot`` takes one consistent cut of a live file: the lengths of
+in-process. A daemon on tcp needs its CurveZMQ keys: ``--keys DIR`` or
+``$NSTORE_KEYS``. A lock naming a daemon that serves another file is refused. ``snapshot`` takes one consistent cut of a live file: the lengths of
 all appendable variables, every fixed value and all metadata are read in one
 request, which the daemon answers between two other operations; the entries up
 to those lengths are then copied. The result is a plain file that xarray can open.
@@ -24,7 +25,6 @@ import os
 import pprint
 import shutil
 import sys
-import uuid
 from typing import Any
 
 import numpy as np
@@ -47,39 +47,39 @@ class CLIError(Exception):
 # --- opening a file -------------------------------------------------------------------------------
 
 
-def open_source(file_name: str, endpoint: str | None = None,
-                timeout: float = DEFAULT_TIMEOUT_S) -> tuple[StorageDriver, dict]:
+def open_source(file_name: str, endpoint: str | None = None, timeout: float = DEFAULT_TIMEOUT_S,
+                keys: str | None = None) -> tuple[StorageDriver, dict]:
     """A driver for ``file_name`` and a description of how it was reached.
 
     ``endpoint`` given: through that daemon (it must serve ``file_name``).
-    Else, if the file's lock names a daemon that answers: through it.
-    Else: the file itself, read-only, in-process.
+    Else, if the file's lock names a daemon that answers: through it, once it
+    has said it serves that very file. Else: the file itself, read-only, in-process.
+    ``keys``: CurveZMQ keys for a tcp daemon (default ``$NSTORE_KEYS``).
     """
+    from nstore.protocol.transport import WrongDaemonError
+
+    from .remote import connect
+
     if endpoint:
-        driver = _connect(endpoint, timeout, timeout)
+        driver = connect(endpoint, timeout=timeout, connect_timeout=timeout, keys=keys)
         if file_name and real_path(file_name) != driver.file_name:
             driver.close()
             raise CLIError(f"{endpoint} serves {driver.file_name}, not {real_path(file_name)}")
         return driver, {"via": "nstored", "endpoint": endpoint, "pid": driver.daemon_pid}
-    lock = read_lock(file_name)
-    if lock is not None:
+    if read_lock(file_name) is not None:
         try:
-            driver = _connect(lock["endpoint"], timeout, LOCK_PROBE_TIMEOUT_S)
+            driver = connect(file_name, timeout=timeout, connect_timeout=LOCK_PROBE_TIMEOUT_S, keys=keys)
+        except WrongDaemonError as exc:
+            raise CLIError(str(exc)) from None
         except ConnectionError:
             pass  # stale lock: that daemon is gone; read the file itself
         else:
-            return driver, {"via": "nstored", "endpoint": lock["endpoint"], "pid": driver.daemon_pid}
+            return driver, {"via": "nstored", "endpoint": driver.endpoint, "pid": driver.daemon_pid}
     if not os.path.isfile(file_name):
         raise CLIError(f"{file_name}: no such file")
     from nstore.daemon.engine import NetCDFIODriver  # netCDF4 only here
 
     return NetCDFIODriver(file_name, access_mode="r"), {"via": "file"}
-
-
-def _connect(endpoint: str, timeout: float, connect_timeout: float):
-    from .remote import connect
-
-    return connect(endpoint, timeout=timeout, connect_timeout=connect_timeout)
 
 
 def _source_text(source: dict) -> str:
@@ -142,30 +142,17 @@ def _atomic(driver: StorageDriver, ops: list[tuple[str, str, dict]], timeout: fl
         return [calls[name](path) for name, path, _ in ops]
     results: list = []
     for start in range(0, len(ops), MAX_OPS_PER_MESSAGE):  # beyond 10,000 ops the cut is per message
-        results += _request(endpoint, ops[start : start + MAX_OPS_PER_MESSAGE], timeout)
+        results += _request(driver, ops[start : start + MAX_OPS_PER_MESSAGE], timeout)
     return results
 
 
-def _request(endpoint: str, ops: list, timeout: float) -> list:
-    import zmq
-
+def _request(driver: StorageDriver, ops: list, timeout: float) -> list:
+    """The values of ``ops``, sent in one request to the daemon behind ``driver``."""
     from nstore.protocol.errors import error_from_wire
-    from nstore.protocol.messages import decode_reply, encode_request
+    from nstore.protocol.transport import exchange
 
-    sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    try:
-        sock.connect(endpoint)
-        sock.send_multipart(encode_request(1, f"nstore-snapshot:{os.getpid()}:{uuid.uuid4().hex[:8]}", ops))
-        if not sock.poll(int(timeout * 1000)):
-            raise ConnectionError(f"nstored at {endpoint} did not answer within {timeout:g} s")
-        _, results = decode_reply(sock.recv_multipart())
-    finally:
-        sock.close()
-    if len(results) != len(ops):
-        raise ConnectionError(f"nstored at {endpoint} answered {len(results)} of {len(ops)} operations")
     values = []
-    for (name, path, _), (ok, value) in zip(ops, results):
+    for (name, path, _), (ok, value) in zip(ops, exchange(driver.endpoint, ops, timeout=timeout, keys=driver.keys)):
         if not ok:
             error = error_from_wire(value)
             raise CLIError(f"{name} {path or '/'}: {type(error).__name__}: {_message(error)}")
@@ -262,7 +249,7 @@ def snapshot(driver: StorageDriver, out_path: str, timeout: float = DEFAULT_TIME
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    driver, source = open_source(args.file, args.endpoint, args.timeout)
+    driver, source = open_source(args.file, args.endpoint, args.timeout, args.keys)
     try:
         if args.json:
             document = {"file": driver.file_name, "source": source, "metadata": driver.read_metadata("/"),
@@ -278,7 +265,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_read(args: argparse.Namespace) -> int:
-    driver, _ = open_source(args.file, args.endpoint, args.timeout)
+    driver, _ = open_source(args.file, args.endpoint, args.timeout, args.keys)
     try:
         index = args.index if args.index is not None else args.slice
         value = driver.read_variable(args.path, index)
@@ -293,7 +280,7 @@ def _cmd_snapshot(args: argparse.Namespace) -> int:
         raise CLIError(f"{args.out}: the snapshot must go to another file than the one it copies")
     if read_lock(args.out) is not None:
         raise CLIError(f"{args.out}: an nstored serves that file; snapshot into a new file")
-    driver, source = open_source(args.file, args.endpoint, args.timeout)
+    driver, source = open_source(args.file, args.endpoint, args.timeout, args.keys)
     try:
         if real_path(args.out) == driver.file_name:
             raise CLIError(f"{args.out}: the snapshot must go to another file than the one it copies")
@@ -327,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--endpoint", help="talk to the nstored at this endpoint (default: the one serving FILE, if any)")
         p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds to wait for the daemon")
+        p.add_argument("--keys", metavar="DIR", help="CurveZMQ keys for a daemon on tcp (default: $NSTORE_KEYS)")
 
     p = sub.add_parser("inspect", help="print the tree of groups and variables")
     p.add_argument("file", help="the NetCDF file")

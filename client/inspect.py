@@ -105,8 +105,3 @@ def describe_entry(entry: dict) -> str:
 
 def tree(driver: StorageDriver, metadata: bool = True) -> str:
     return "\n".join(tree_lines(driver, metadata=metadata))
-
-
-def as_dict(driver: StorageDriver) -> dict[str, Any]:
-    """Machine-readable form: path -> info (None for directories)."""
-    return dict(walk(driver))

@@ -42,7 +42,7 @@ on any rank calls ``MPI_Abort`` and the whole job ends at once (without
 ``-m mpi4py`` the other ranks would wait forever in the next collective). The
 daemon runs in its own session, so it outlives an aborted job: everything it
 acknowledged is in the file or its journal, nothing is lost or corrupted. Stop
-it with ``nstored stop FILE`` (tcp: ``nstored stop --endpoint E --keys DIR``, or
+it with ``nstored stop FILE`` (tcp: ``nstored stop FILE --keys DIR``, or
 ``kill PID``; SIGTERM drains and checkpoints). A later ``open_store`` on the
 same file finds and reuses a still-running ipc daemon (and leaves it running,
 since it did not start it). Leaving a ``with open_store(...)`` block by an
@@ -65,6 +65,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from nstore.protocol.endpoints import pid_alive, read_lock, real_path
+from nstore.protocol.transport import file_identity, hello, verify_serves
 
 from .remote import RemoteDriver, connect
 from .storage import StorageInterface
@@ -76,7 +77,7 @@ MPI_ENV_PREFIXES = ("PMI_", "PMIX_", "OMPI_", "PRTE_", "HYDRA_", "MPI_LOCAL")
 START_TIMEOUT_S = 90.0  # `nstored start` itself gives up after 30 s
 STOP_TIMEOUT_S = 60.0
 PORT_ATTEMPTS = 3  # a free port can be taken between picking and binding it
-_KEY_FILES = ("client.key_secret", "server.key")  # what a client needs (see remote._secure_client)
+_KEY_FILES = ("client.key_secret", "server.key")  # what a client needs (see transport.secure_client)
 _WILDCARD_HOSTS = ("0.0.0.0", "*", "::", "")
 
 
@@ -239,7 +240,12 @@ def open_store(file_name: str, comm: Any = None, *, multi_node: bool | None = No
     if "error" in plan:
         raise MPIStoreError(plan["error"])
 
-    # Phase 2, every rank: connect; any failure anywhere fails every rank the same way.
+    return _connect_all(comm, plan, pipeline, connect_kwargs)
+
+
+def _connect_all(comm: Any, plan: dict, pipeline: bool, connect_kwargs: dict) -> MPIStore:
+    """Phase 2, every rank: connect; any failure anywhere fails every rank the same way."""
+    rank = comm.Get_rank()
     session = _Session(comm=comm, endpoint=plan["endpoint"], file_name=plan["file_name"], mode=plan["mode"],
                        started=plan["started"] and rank == 0, keys_for_stop=plan.get("keys_dir") if rank == 0 else None)
     if rank == 0 and plan.get("generated_keys"):
@@ -249,6 +255,7 @@ def open_store(file_name: str, comm: Any = None, *, multi_node: bool | None = No
     try:
         session.keys = _client_keys(plan, session)
         driver = connect(plan["endpoint"], keys=session.keys, pipeline=pipeline, **connect_kwargs)
+        verify_serves(driver.identity, plan["identity"], plan["endpoint"])  # the daemon rank 0 found
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
     errors = comm.allgather(error)
@@ -290,14 +297,16 @@ def _rank0_prepare(file_name: str, mode: str, one_host: bool, rank0_host: str, h
 
     existing = _existing_endpoint(path, keys, connect_kwargs)
     if existing is not None:
-        return _reuse_plan(path, existing, mode, one_host, rank0_host, host, keys)
+        endpoint, identity = existing
+        return {**_reuse_plan(path, endpoint, mode, one_host, rank0_host, host, keys), "identity": identity}
 
     if mode == "ipc":
         _start_daemon(path, [])
         info = read_lock(path)
         if info is None:
             raise ConnectionError(f"nstored started but left no lock file {path}.nstored")
-        return {"file_name": path, "mode": "ipc", "endpoint": info["endpoint"], "started": True}
+        return {"file_name": path, "mode": "ipc", "endpoint": info["endpoint"], "started": True,
+                "identity": file_identity(path)}
 
     generated = keys is None
     keys_dir = tempfile.mkdtemp(prefix="nstore-keys-") if generated else keys
@@ -319,11 +328,16 @@ def _rank0_prepare(file_name: str, mode: str, one_host: bool, rank0_host: str, h
             shutil.rmtree(keys_dir, ignore_errors=True)
         raise
     return {"file_name": path, "mode": "tcp", "endpoint": f"tcp://{_bracket(connect_host)}:{port}", "started": True,
-            "keys_dir": keys_dir, "generated_keys": generated, "key_files": _read_keys(keys_dir)}
+            "keys_dir": keys_dir, "generated_keys": generated, "key_files": _read_keys(keys_dir),
+            "identity": file_identity(path)}
 
 
-def _existing_endpoint(path: str, keys: str | None, connect_kwargs: dict) -> str | None:
-    """The endpoint of a live daemon already serving ``path`` (checked by a hello), or None."""
+def _existing_endpoint(path: str, keys: str | None, connect_kwargs: dict) -> tuple[str, dict] | None:
+    """``(endpoint, identity)`` of a live daemon already serving ``path`` (checked by a hello), or None.
+
+    A daemon that answers but serves another file (the lock is stale, its port
+    was taken) is refused with a WrongDaemonError naming what it serves.
+    """
     info = read_lock(path)
     if info is None:
         return None
@@ -333,13 +347,13 @@ def _existing_endpoint(path: str, keys: str | None, connect_kwargs: dict) -> str
     endpoint = info["endpoint"]
     probe_endpoint = _replace_wildcard(endpoint, "127.0.0.1")
     try:
-        connect(probe_endpoint, keys=keys if endpoint.startswith("tcp://") else None,
-                connect_timeout=connect_kwargs.get("connect_timeout", 5.0)).close()
+        reply = hello(probe_endpoint, timeout=connect_kwargs.get("connect_timeout", 5.0),
+                      keys=keys if endpoint.startswith("tcp://") else None)
     except ConnectionError as exc:
         raise ConnectionError(f"{path} is already served by nstored pid {info.get('pid')} at {endpoint}, "
                               f"which does not answer us ({exc}); for a tcp daemon pass its keys=, "
                               f"or stop it with `nstored stop {path}`") from None
-    return endpoint
+    return endpoint, verify_serves(reply, path, probe_endpoint)
 
 
 def _reuse_plan(path: str, endpoint: str, mode: str, one_host: bool, rank0_host: str, host: str | None,
@@ -382,7 +396,7 @@ def _stop_daemon(session: _Session) -> str | None:
     if not session.started:
         return None
     session.started = False
-    args = ["stop", "--endpoint", session.endpoint, "--timeout", str(STOP_TIMEOUT_S)]
+    args = ["stop", session.file_name, "--endpoint", session.endpoint, "--timeout", str(STOP_TIMEOUT_S)]
     if session.keys_for_stop:
         args += ["--keys", session.keys_for_stop]
     try:

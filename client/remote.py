@@ -24,9 +24,11 @@ import zmq
 
 from nstore.protocol import PROTOCOL_VERSION
 from nstore.protocol.api import StorageDriver, StorageVariable
-from nstore.protocol.endpoints import default_endpoint, is_endpoint, pid_alive, read_lock, real_path
+from nstore.protocol.endpoints import is_endpoint, pid_alive, real_path
 from nstore.protocol.errors import ProtocolError, UnsupportedTypeError, error_from_wire
 from nstore.protocol.messages import decode_reply, encode_request
+from nstore.protocol.transport import (WrongDaemonError, client_keys, endpoint_for, hello, secure_client,
+                                       verify_serves)
 from nstore.protocol.values import check_storable_type, pack
 
 DEFAULT_TIMEOUT_S = 60.0
@@ -34,6 +36,7 @@ DEFAULT_CONNECT_TIMEOUT_S = 5.0
 DEFAULT_GRACE_S = 30.0
 SPAWN_TIMEOUT_S = 60.0
 POLL_SLICE_S = 0.5  # how often a waiting client checks that its daemon still exists
+PROBE_TIMEOUT_S = 1.0  # how long a client riding through a restart waits for one hello
 
 # Pipelined mode: a batch leaves when it holds this many ops or bytes, or when
 # its oldest op has waited this long at the next call; at most WINDOW batches
@@ -98,15 +101,14 @@ class RemoteDriver(StorageDriver):
     :class:`PendingIndex`); ``flush()`` waits for everything and raises the
     first error, naming the failed operation. Reads, ``sync()`` and
     ``close()`` flush first, so a client always reads its own writes.
+    ``serves``: a file name the daemon must serve (else WrongDaemonError).
     """
 
     def __init__(self, endpoint: str, *, timeout: float = DEFAULT_TIMEOUT_S,
                  connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S, pipeline: bool = False,
-                 grace: float = DEFAULT_GRACE_S, keys: str | None = None):
+                 grace: float = DEFAULT_GRACE_S, keys: str | None = None, serves: str | None = None):
         self.endpoint = endpoint
-        # CurveZMQ applies to tcp only (ipc is protected by file permissions).
-        keys = keys or os.environ.get("NSTORE_KEYS") or None
-        self.keys = os.path.expanduser(keys) if keys and endpoint.startswith("tcp://") else None
+        self.keys = client_keys(keys, endpoint)
         self.timeout = timeout
         self.grace = grace
         self.daemon_pid = -1
@@ -119,11 +121,18 @@ class RemoteDriver(StorageDriver):
         self._reset_queues()
         grace, self.grace = self.grace, 0.0  # no ride-through for the first contact
         try:
-            hello = self._call("hello", "", timeout=connect_timeout, version=PROTOCOL_VERSION)
+            reply = self._call("hello", "", timeout=connect_timeout, version=PROTOCOL_VERSION)
         finally:
             self.grace = grace
-        self.file_name: str = hello["file"]
-        self.daemon_pid: int = hello["pid"]
+        self.file_name: str = reply["file"]
+        self.daemon_pid: int = reply["pid"]
+        self.identity: dict = reply  # a daemon found after a restart must serve this same file (_reprobe)
+        if serves is not None:
+            try:
+                verify_serves(reply, serves, endpoint)
+            except WrongDaemonError:
+                self.close()
+                raise
         if pipeline:
             _live_pipelines.add(self)
 
@@ -159,7 +168,7 @@ class RemoteDriver(StorageDriver):
                 sock.setsockopt(zmq.RECONNECT_IVL, -1)
                 sock.setsockopt(zmq.SNDTIMEO, int(POLL_SLICE_S * 1000))
             if self.keys:
-                _secure_client(sock, self.keys)
+                secure_client(sock, self.keys)
             sock.connect(self.endpoint)
             self._socket = sock
         return self._socket
@@ -186,12 +195,14 @@ class RemoteDriver(StorageDriver):
         deadline = time.monotonic() + self.grace
         while True:
             try:
-                self.daemon_pid = _probe(self.endpoint, keys=self.keys)
+                self.daemon_pid = self._reprobe()
                 sock = self._sock()
                 for request_id in sorted(self._in_flight):
                     frames = encode_request(request_id, self._client_id, self._in_flight[request_id][0])
                     sock.send_multipart(frames, copy=False)
                 return
+            except WrongDaemonError:  # another file's daemon took the endpoint: never resend to it
+                raise
             except (ConnectionError, zmq.Again):  # not back yet, or gone again while we resent
                 if self._socket is not None:
                     self._socket.close(linger=0)
@@ -202,6 +213,12 @@ class RemoteDriver(StorageDriver):
                         f"nstored at {self.endpoint} went away and did not come back within {self.grace:g} s "
                         f"({lost} operations unacknowledged)") from None
                 time.sleep(0.1)
+
+    def _reprobe(self) -> int:
+        """The pid of the daemon answering at our endpoint now; it must serve the file we began with."""
+        reply = hello(self.endpoint, timeout=PROBE_TIMEOUT_S, keys=self.keys)
+        verify_serves(reply, self.identity, self.endpoint)
+        return reply["pid"]
 
     def _send(self, ops: list, handles: list | None) -> int:
         if self._closed:
@@ -428,7 +445,10 @@ def connect(target: str, *, spawn: bool = False, pipeline: bool = False, timeout
         return RemoteDriver(target, **options)
     file_name = real_path(target)
     try:
-        return RemoteDriver(_endpoint_for(file_name), **options)
+        return RemoteDriver(endpoint_for(file_name), serves=file_name, **options)
+    except WrongDaemonError:
+        if not spawn:
+            raise
     except ConnectionError as exc:
         if not spawn:
             raise ConnectionError(
@@ -436,54 +456,7 @@ def connect(target: str, *, spawn: bool = False, pipeline: bool = False, timeout
                 f"or use connect(..., spawn=True)"
             ) from None
     _spawn(file_name)
-    return RemoteDriver(_endpoint_for(file_name), **options)
-
-
-def _secure_client(sock: zmq.Socket, keys: str) -> None:
-    """CurveZMQ client keys from ``keys/client.key_secret`` and the server's ``keys/server.key``."""
-    import zmq.auth
-
-    public, secret = zmq.auth.load_certificate(os.path.join(keys, "client.key_secret"))
-    server_public, _ = zmq.auth.load_certificate(os.path.join(keys, "server.key"))
-    sock.curve_secretkey, sock.curve_publickey, sock.curve_serverkey = secret, public, server_public
-
-
-def _probe(endpoint: str, timeout: float = 1.0, keys: str | None = None) -> int:
-    """The pid of the daemon answering at ``endpoint``; ConnectionError if none does.
-
-    (nstore.daemon.control.query is the daemon CLI's twin of this: the layout
-    keeps the client and the daemon from importing each other.)
-    """
-    if endpoint.startswith("ipc://") and not os.path.exists(endpoint[len("ipc://"):]):
-        raise ConnectionError(f"no nstored listens at {endpoint}")
-    sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    if keys:
-        _secure_client(sock, keys)
-    try:
-        sock.connect(endpoint)
-        sock.send_multipart(encode_request(0, "", [("hello", "", {"version": PROTOCOL_VERSION})]))
-        if not sock.poll(int(timeout * 1000)):
-            raise ConnectionError(f"no nstored answered at {endpoint}")
-        _, results = decode_reply(sock.recv_multipart())
-    finally:
-        sock.close()
-    ok, value = results[0]
-    if not ok:
-        raise error_from_wire(value)
-    return value["pid"]
-
-
-def _endpoint_for(file_name: str) -> str:
-    """The endpoint the daemon serving ``file_name`` recorded (its host for a wildcard bind)."""
-    info = read_lock(file_name)
-    if not info:
-        return default_endpoint(file_name)
-    endpoint = info["endpoint"]
-    for wildcard in ("tcp://0.0.0.0:", "tcp://*:", "tcp://[::]:"):
-        if endpoint.startswith(wildcard) and info.get("host"):
-            return f"tcp://{info['host']}:{endpoint[len(wildcard):]}"
-    return endpoint
+    return RemoteDriver(endpoint_for(file_name), serves=file_name, **options)
 
 
 def _spawn(file_name: str) -> None:

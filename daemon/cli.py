@@ -2,10 +2,10 @@
 
     nstored serve FILE [--endpoint E]     foreground, logs to stderr
     nstored start FILE [--endpoint E]     background; returns once it accepts connections
-    nstored stop FILE | --endpoint E      drain, checkpoint, close, wait for exit
-    nstored status FILE | --endpoint E [--json]
+    nstored stop FILE | ENDPOINT          drain, checkpoint, close, wait for exit
+    nstored status FILE | ENDPOINT [--json]
     nstored recover FILE                  replay the journal into the file, then exit
-    nstored keygen DIR                    CurveZMQ key pairs for tcp beyond loopback
+    nstored keygen DIR                    CurveZMQ key pairs for tcp
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 
-from nstore.protocol.endpoints import pid_alive, read_lock, real_path
+from nstore.protocol.endpoints import is_endpoint, lock_path, pid_alive, read_lock, real_path
 
 START_TIMEOUT_S = 30.0
 
@@ -92,35 +92,55 @@ def _start(args: argparse.Namespace) -> int:
 
 
 def _answers(endpoint: str, keys: str | None = None) -> bool:
-    from .control import query
+    from nstore.protocol.transport import call
 
     try:
-        query(endpoint, "status", timeout=1.0, keys=keys)
+        call(endpoint, "status", timeout=1.0, keys=keys)
         return True
     except (ConnectionError, TimeoutError):
         return False
 
 
-def _target_endpoint(args: argparse.Namespace) -> str | None:
-    if args.endpoint:
-        return args.endpoint
-    info = read_lock(args.file) if args.file else None
-    return info["endpoint"] if info else None
-
-
 def _ask(args: argparse.Namespace, op: str) -> dict | None:
-    """Send ``op`` to the daemon FILE or --endpoint names; None (after saying why) if that fails."""
-    from .control import query
+    """Send ``op`` to the daemon FILE, ENDPOINT or --endpoint names; None (after saying why) if that fails."""
+    from nstore.protocol.errors import ProtocolError
+    from nstore.protocol.transport import endpoint_for
 
-    endpoint = _target_endpoint(args)
-    if endpoint is None:
-        print(f"nstored: no daemon serves {args.file}", file=sys.stderr)
+    target = args.endpoint or args.file
+    serves = args.file if args.file and not is_endpoint(args.file) else None
+    if not is_endpoint(target) and read_lock(target) is None:
+        print(f"nstored: no daemon serves {real_path(target)} (no lock file {lock_path(target)})", file=sys.stderr)
         return None
     try:
-        return query(endpoint, op, timeout=args.timeout, keys=args.keys)
-    except (ConnectionError, TimeoutError) as exc:
+        return _checked_call(target if is_endpoint(target) else endpoint_for(target), op, serves, args)
+    except (ConnectionError, TimeoutError, ProtocolError) as exc:
         print(f"nstored: {exc}", file=sys.stderr)
         return None
+
+
+def _checked_call(endpoint: str, op: str, serves: str | None, args: argparse.Namespace) -> dict:
+    """The result of ``op``, from a daemon that serves the file ``serves`` (when given).
+
+    A stale lock may name another file's daemon: ``shutdown`` is sent only after
+    its hello has been checked; ``status`` travels with a hello after it (so it
+    does not count it) and is used only once that hello has been checked.
+    """
+    from nstore.protocol.errors import error_from_wire
+    from nstore.protocol.transport import HELLO, call, exchange, hello, verify_serves
+
+    options = {"timeout": args.timeout, "keys": args.keys}
+    if serves is None:
+        return call(endpoint, op, **options)
+    if op == "shutdown":
+        verify_serves(hello(endpoint, **options), serves, endpoint)
+        return call(endpoint, op, **options)
+    (ok, value), (hello_ok, reply) = exchange(endpoint, [(op, "", {}), HELLO], **options)
+    if not hello_ok:
+        raise error_from_wire(reply)
+    verify_serves(reply, serves, endpoint)
+    if not ok:
+        raise error_from_wire(value)
+    return value
 
 
 def _stop(args: argparse.Namespace) -> int:
@@ -220,7 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, needs_file in (("serve", _serve, True), ("start", _start, True),
                                    ("stop", _stop, False), ("status", _status, False), ("recover", _recover, True)):
         p = sub.add_parser(name)
-        p.add_argument("file", nargs=None if needs_file else "?", help="the NetCDF file")
+        p.add_argument("file", nargs=None if needs_file else "?",
+                       help="the NetCDF file" if needs_file else "the NetCDF file, or the daemon's endpoint")
         p.set_defaults(func=func)
         if name == "recover":
             p.add_argument("--progress", action="store_true", help="show a progress bar even when not on a terminal")
@@ -228,8 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("serve", "start"):
             p.add_argument("--keys", metavar="DIR", help="CurveZMQ keys from `nstored keygen DIR` (tcp)")
             p.add_argument("--insecure", action="store_true",
-                           help="allow tcp beyond loopback without keys (trusted networks only)")
-        p.add_argument("--endpoint", help="ZeroMQ endpoint (default: the file's ipc socket)")
+                           help="allow tcp without keys: any local user (and, beyond loopback, anyone on the "
+                                "network) may then read, write and stop the daemon")
+        p.add_argument("--endpoint", help="ZeroMQ endpoint (default: the file's ipc socket)" if name in ("serve", "start")
+                       else "the daemon's endpoint (given with FILE: it must serve FILE)")
         if name in ("serve", "start"):
             p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
             p.add_argument("--fsync", default="never", choices=["never", "interval", "batch"],

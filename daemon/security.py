@@ -94,10 +94,3 @@ def secure_server(context: zmq.Context, socket: zmq.Socket, keys: str) -> Thread
     socket.curve_publickey = public
     socket.curve_server = True
     return authenticator
-
-
-def secure_client(socket: zmq.Socket, keys: str) -> None:
-    """CurveZMQ client side: ``keys/client.key_secret`` and the server's ``keys/server.key``."""
-    public, secret = zmq.auth.load_certificate(os.path.join(keys, f"{CLIENT_NAME}.key_secret"))
-    server_public, _ = zmq.auth.load_certificate(os.path.join(keys, f"{SERVER_NAME}.key"))
-    socket.curve_secretkey, socket.curve_publickey, socket.curve_serverkey = secret, public, server_public

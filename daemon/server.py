@@ -23,6 +23,7 @@ from nstore.protocol.endpoints import default_endpoint, real_path
 from nstore.protocol.errors import ProtocolError
 from nstore.protocol.errors import error_to_wire
 from nstore.protocol.messages import MUTATING_OPS, Op, decode_request, encode_reply_body
+from nstore.protocol.transport import file_identity
 from nstore.protocol.units import is_quantity
 
 from .clients import IDLE_S, ClientTable
@@ -353,7 +354,8 @@ class Server:
     def _op_hello(self, path: str, version: int = PROTOCOL_VERSION) -> dict:
         if version != PROTOCOL_VERSION:
             raise ProtocolError(f"protocol version mismatch: client speaks {version}, daemon speaks {PROTOCOL_VERSION}")
-        return {"version": PROTOCOL_VERSION, "file": self.file_name, "pid": os.getpid()}
+        # file, dev, ino, host: clients check they reached the daemon of the file they meant
+        return {"version": PROTOCOL_VERSION, "pid": os.getpid(), **file_identity(self.file_name)}
 
     def _op_get_variable(self, path: str) -> None:
         self.engine.get_storage_variable(path)

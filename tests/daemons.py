@@ -10,26 +10,19 @@ import sys
 import tempfile
 import time
 
-import zmq
-
-from nstore.protocol.messages import decode_reply, encode_request
+from nstore.protocol.endpoints import pid_alive
+from nstore.protocol.transport import call
 
 START_TIMEOUT_S = 30.0
 
 
-def answers(endpoint: str, timeout: float = 0.5) -> bool:
-    """True when a daemon at ``endpoint`` replies to a status request in time."""
-    sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
+def answers(endpoint: str, timeout: float = 0.5, keys: str | None = None) -> bool:
+    """True when a daemon at ``endpoint`` replies to a status request in time (``keys``: for tcp)."""
     try:
-        sock.connect(endpoint)
-        sock.send_multipart(encode_request(1, "test-probe", [("status", "", {})]))
-        if not sock.poll(int(timeout * 1000)):
-            return False
-        decode_reply(sock.recv_multipart())
+        call(endpoint, "status", timeout=timeout, keys=keys)
         return True
-    finally:
-        sock.close()
+    except ConnectionError:
+        return False
 
 
 def stop_process(process: subprocess.Popen, timeout: float = 15.0) -> int:
@@ -44,12 +37,25 @@ def stop_process(process: subprocess.Popen, timeout: float = 15.0) -> int:
     return process.returncode
 
 
+def stop_pid(pid: int, timeout: float = 15.0) -> None:
+    """Stop a daemon that is not our child (``nstored start`` made it): SIGTERM, then SIGKILL if it lingers."""
+    if not pid_alive(pid):
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
 class Daemon:
-    """``nstored serve FILE --endpoint ipc://<short temp dir>/d.sock`` as a child process."""
+    """``nstored serve FILE --endpoint ipc://<short temp dir>/d.sock`` (or ``endpoint``) as a child process."""
 
     def __init__(self, file_name: str, *extra_args: str, endpoint: str | None = None,
-                 env: dict[str, str] | None = None):
-        """``env``: extra environment variables for the daemon (added to this process's environment)."""
+                 env: dict[str, str] | None = None, keys: str | None = None):
+        """``env``: extra environment variables for the daemon (added to this process's environment);
+        ``keys``: the CurveZMQ keys a tcp daemon wants (this helper's readiness probe uses them)."""
         self.file_name = str(file_name)
         self._sock_dir = tempfile.mkdtemp(prefix="nst")  # short: ipc paths max out near 100 chars
         self.endpoint = endpoint or f"ipc://{self._sock_dir}/d.sock"
@@ -62,7 +68,7 @@ class Daemon:
         )
         self.pid = self.process.pid
         deadline = time.monotonic() + START_TIMEOUT_S
-        while not (self.endpoint.startswith("ipc://") and os.path.exists(self.endpoint[6:]) and answers(self.endpoint)):
+        while not answers(self.endpoint, keys=keys):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"nstored did not start (exit {self.process.returncode}):\n{self.log()}")

@@ -111,7 +111,7 @@ class Served:
     """``nstored serve FILE [args]`` for any endpoint (tcp, the default ipc one); stopped by PID."""
 
     def __init__(self, file_name, *args: str, keys: str | None = None):
-        from nstore.daemon.control import query
+        from nstore.protocol.transport import call
 
         self.file_name = str(file_name)
         self.log_path = self.file_name + ".test.log"
@@ -125,7 +125,7 @@ class Served:
             info = read_lock(self.file_name)
             if info and info.get("pid") == self.pid:
                 try:
-                    query(info["endpoint"], "status", timeout=0.5, keys=keys)
+                    call(info["endpoint"], "status", timeout=0.5, keys=keys)
                     self.endpoint = info["endpoint"]
                     return
                 except (ConnectionError, TimeoutError):
