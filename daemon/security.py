@@ -1,10 +1,12 @@
-"""Who may talk to a daemon: private ipc sockets, loopback tcp, CurveZMQ beyond it.
+"""Who may talk to a daemon: private ipc sockets by default, CurveZMQ keys on tcp.
 
 * ipc: the socket's directory must belong to you (or root) and not be writable by
-  others; the socket is 0600.
-* tcp on loopback: allowed as is (only local users reach it).
-* tcp on any other address: requires CurveZMQ keys (``nstored keygen DIR``), or
-  ``--insecure`` for trusted networks, which warns loudly.
+  others; the socket is 0600. Only you (and root) can connect.
+* tcp, loopback included: requires CurveZMQ keys (``nstored keygen DIR``), or
+  ``--insecure``, which warns loudly: without keys every local user (and, beyond
+  loopback, anyone on the network) could read, write and stop the daemon.
+* The keys directory and its ``authorized`` list must be yours and writable by
+  you alone: whoever can add a key file there is admitted.
 
 Authentication uses pyzmq's own ``zmq.auth.ThreadAuthenticator``: the server
 accepts only clients whose public keys are in ``DIR/authorized``.
@@ -16,6 +18,7 @@ import ipaddress
 import logging
 import os
 import shutil
+import stat
 from urllib.parse import urlsplit
 
 import zmq
@@ -28,21 +31,67 @@ SERVER_NAME, CLIENT_NAME, AUTHORIZED = "server", "client", "authorized"
 
 
 def keygen(directory: str) -> dict[str, str]:
-    """Create server and client key pairs in ``directory``; authorize the client key."""
-    os.makedirs(directory, mode=0o700, exist_ok=True)
+    """Create server and client key pairs in ``directory``; authorize the client key.
+
+    ``directory`` and ``directory/authorized`` are created, or tightened, to 0700,
+    and the key files to 0600. Entries someone else may have planted (another
+    user's files, symbolic links) are refused: a directory that was
+    world-writable may already hold a key its owner never meant to admit.
+    """
     authorized = os.path.join(directory, AUTHORIZED)
-    os.makedirs(authorized, mode=0o700, exist_ok=True)
+    key_files = [f"{name}{suffix}" for name in (SERVER_NAME, CLIENT_NAME) for suffix in (".key", ".key_secret")]
+    for folder, names in ((directory, key_files + [AUTHORIZED]), (authorized, None)):
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        _refuse_planted(folder, os.listdir(folder) if names is None else names)
+        os.chmod(folder, 0o700)
     server_public, server_secret = zmq.auth.create_certificates(directory, SERVER_NAME)
     client_public, client_secret = zmq.auth.create_certificates(directory, CLIENT_NAME)
     shutil.copy(client_public, authorized)
-    for path in (server_secret, client_secret):
+    for path in [os.path.join(directory, name) for name in key_files] + _entries(authorized):
         os.chmod(path, 0o600)
     return {"server_public": server_public, "server_secret": server_secret,
             "client_public": client_public, "client_secret": client_secret, "authorized": authorized}
 
 
+def _entries(directory: str) -> list[str]:
+    return [os.path.join(directory, name) for name in sorted(os.listdir(directory))]
+
+
+def _refuse_planted(directory: str, names: list[str]) -> None:
+    """PermissionError if ``directory`` or one of ``names`` in it is another user's, or such an entry is a link."""
+    if os.stat(directory).st_uid != os.getuid():
+        raise PermissionError(f"{directory}: belongs to another user (uid {os.stat(directory).st_uid}); "
+                              f"make keys in a directory of your own")
+    for name in names:
+        path = os.path.join(directory, name)
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(info.st_mode) or info.st_uid != os.getuid():
+            what = "is a symbolic link" if stat.S_ISLNK(info.st_mode) else f"belongs to another user (uid {info.st_uid})"
+            raise PermissionError(f"{path}: {what}; someone may have planted it. Remove it, or make keys in a "
+                                  f"new directory")
+
+
+def check_keys_dir(keys: str) -> None:
+    """Refuse a keys directory (or its ``authorized`` list, or a key in it) that others may change."""
+    authorized = os.path.join(keys, AUTHORIZED)
+    for path in [keys, authorized] + (_entries(authorized) if os.path.isdir(authorized) else []):
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            continue  # (load_server_keys says what is missing)
+        if info.st_uid not in (os.getuid(), 0):
+            raise PermissionError(f"{path}: belongs to another user (uid {info.st_uid}), who could admit any "
+                                  f"client key; keep CurveZMQ keys in a directory of your own")
+        if info.st_mode & 0o022:
+            raise PermissionError(f"{path}: others may write to it (mode {oct(info.st_mode & 0o777)}), so they "
+                                  f"could admit a client key of their own; run `chmod go-w {path}`")
+
+
 def is_loopback(endpoint: str) -> bool:
-    host = urlsplit(endpoint.replace("tcp://", "tcp://", 1)).hostname or ""
+    host = urlsplit(endpoint).hostname or ""
     if host == "localhost":
         return True
     try:
@@ -63,15 +112,22 @@ def check_endpoint(endpoint: str, keys: str | None, insecure: bool) -> None:
         if mode & 0o022:
             raise PermissionError(f"{directory}: others may write to this directory (mode {oct(mode & 0o777)}); "
                                   f"put the ipc socket in a private directory")
-    elif endpoint.startswith("tcp://") and not is_loopback(endpoint) and not keys:
+    elif endpoint.startswith("tcp://") and not keys:
+        local = is_loopback(endpoint)
+        if not insecure and local:
+            raise PermissionError(f"{endpoint}: without keys, every user of this machine could read, write and "
+                                  f"stop the daemon: give --keys DIR (see `nstored keygen`), use the default ipc "
+                                  f"socket, or accept that with --insecure")
         if not insecure:
             raise PermissionError(f"{endpoint} is reachable beyond this machine: give --keys DIR "
                                   f"(see `nstored keygen`) or, on a trusted network, --insecure")
-        log.warning("INSECURE: %s accepts unauthenticated clients from the network", endpoint)
+        log.warning("INSECURE: %s accepts unauthenticated clients from %s", endpoint,
+                    "every user of this machine" if local else "the network")
 
 
 def load_server_keys(keys: str) -> tuple[bytes, bytes]:
     """The server's (public, secret) CurveZMQ keys from ``keys``; OSError naming what is missing."""
+    check_keys_dir(keys)
     path = os.path.join(keys, f"{SERVER_NAME}.key_secret")
     try:
         public, secret = zmq.auth.load_certificate(path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 import subprocess
 import sys
 
@@ -231,3 +232,72 @@ def test_verify_serves_compares_path_inode_and_same_host_device(tmp_path):
         verify_serves({**reply, "file": real_path(str(tmp_path / "gone.nc"))}, str(tmp_path / "gone.nc"), "ipc://e")
     with pytest.raises(WrongDaemonError, match="pid 7 on elsewhere"):
         verify_serves({**other_host, "ino": here["ino"] + 1}, str(path), "tcp://n:1")
+
+
+# --- issue 13 item 7: other local users ---------------------------------------------------------------
+
+
+def test_tcp_on_loopback_without_keys_needs_insecure(tmp_path, daemon_factory, monkeypatch):
+    monkeypatch.delenv("NSTORE_KEYS", raising=False)
+    file_name = tmp_path / "run.nc"
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    for command in ("serve", "start"):
+        refused = nstored(command, file_name, "--endpoint", endpoint)
+        assert refused.returncode == 2, refused.stderr
+        assert f"{endpoint}: without keys, every user of this machine could read, write and stop the daemon" \
+               in refused.stderr
+        assert "--keys DIR" in refused.stderr and "--insecure" in refused.stderr
+        assert not os.path.exists(file_name) and read_lock(str(file_name)) is None
+    daemon = daemon_factory(file_name, "--insecure", endpoint=endpoint)
+    assert f"WARNING INSECURE: {endpoint} accepts unauthenticated clients from every user of this machine" \
+           in daemon.log()
+
+
+def test_keygen_tightens_an_existing_world_writable_directory(tmp_path):
+    directory = tmp_path / "shared"
+    (directory / "authorized").mkdir(parents=True)
+    os.chmod(directory, 0o777)
+    os.chmod(directory / "authorized", 0o777)
+    result = nstored("keygen", directory)
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(directory / "authorized").st_mode) == 0o700
+    for name in ("server.key", "server.key_secret", "client.key", "client.key_secret", "authorized/client.key"):
+        assert stat.S_IMODE(os.stat(directory / name).st_mode) == 0o600, name
+
+
+def test_keygen_refuses_planted_entries(tmp_path):
+    directory = tmp_path / "shared"
+    (directory / "authorized").mkdir(parents=True)
+    target = tmp_path / "victim"
+    target.write_text("precious")
+    os.symlink(target, directory / "server.key_secret")
+    result = nstored("keygen", directory)
+    assert result.returncode != 0
+    assert f"{directory / 'server.key_secret'}: is a symbolic link" in result.stderr
+    assert target.read_text() == "precious"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="planting a file owned by another user needs root (CI runs as root)")
+def test_keygen_and_daemon_refuse_a_key_another_user_planted(tmp_path, keys):
+    planted = os.path.join(keys, "authorized", "intruder.key")
+    with open(planted, "w", encoding="ascii") as fh:
+        fh.write("planted\n")
+    os.chown(planted, 65534, 65534)
+    result = nstored("keygen", keys)
+    assert result.returncode != 0 and f"{planted}: belongs to another user (uid 65534)" in result.stderr
+    served = nstored("serve", tmp_path / "run.nc", "--endpoint", f"tcp://127.0.0.1:{free_port()}", "--keys", keys)
+    assert served.returncode == 2 and f"{planted}: belongs to another user (uid 65534)" in served.stderr
+    assert not os.path.exists(tmp_path / "run.nc")
+
+
+@pytest.mark.parametrize("loosened", ["", "authorized", "authorized/client.key"])
+def test_daemon_refuses_keys_others_may_write(tmp_path, keys, loosened):
+    path = os.path.join(keys, loosened) if loosened else keys
+    mode = 0o777 if os.path.isdir(path) else 0o666
+    os.chmod(path, mode)
+    file_name = tmp_path / "run.nc"
+    result = nstored("serve", file_name, "--endpoint", f"tcp://127.0.0.1:{free_port()}", "--keys", keys)
+    assert result.returncode == 2
+    assert f"{os.path.normpath(path)}: others may write to it (mode {oct(mode)})" in result.stderr
+    assert not os.path.exists(file_name)
