@@ -7,8 +7,10 @@
 When a daemon serves FILE (its lock file names an endpoint that answers) or
 ``--endpoint`` is given, everything goes through that daemon, so a running
 simulation can be looked at safely; otherwise FILE is opened read-only
-in-process. A daemon on tcp needs its CurveZMQ keys: ``--keys DIR`` or
-``$NSTORE_KEYS``. A lock naming a daemon that serves another file is refused. ``snapshot`` takes one consistent cut of a live file: the lengths of
+in-process. A daemon on tcp needs its CurveZMQ keys (``--keys DIR`` or
+``$NSTORE_KEYS``); a lock naming a daemon that serves another file is refused.
+
+``snapshot`` takes one consistent cut of a live file: the lengths of
 all appendable variables, every fixed value and all metadata are read in one
 request, which the daemon answers between two other operations; the entries up
 to those lengths are then copied. The result is a plain file that xarray can open.

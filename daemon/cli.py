@@ -121,9 +121,10 @@ def _ask(args: argparse.Namespace, op: str) -> dict | None:
 def _checked_call(endpoint: str, op: str, serves: str | None, args: argparse.Namespace) -> dict:
     """The result of ``op``, from a daemon that serves the file ``serves`` (when given).
 
-    A stale lock may name another file's daemon: ``shutdown`` is sent only after
-    its hello has been checked; ``status`` travels with a hello after it (so it
-    does not count it) and is used only once that hello has been checked.
+    A stale lock may name another file's daemon: ``op`` is sent only once its
+    hello has been checked -- except ``status``, which travels in one request
+    with the hello after it (so the status does not count this hello) and is
+    used only once that hello has been checked.
     """
     from nstore.protocol.errors import error_from_wire
     from nstore.protocol.transport import HELLO, call, exchange, hello, verify_serves
@@ -131,7 +132,7 @@ def _checked_call(endpoint: str, op: str, serves: str | None, args: argparse.Nam
     options = {"timeout": args.timeout, "keys": args.keys}
     if serves is None:
         return call(endpoint, op, **options)
-    if op == "shutdown":
+    if op != "status":
         verify_serves(hello(endpoint, **options), serves, endpoint)
         return call(endpoint, op, **options)
     (ok, value), (hello_ok, reply) = exchange(endpoint, [(op, "", {}), HELLO], **options)
