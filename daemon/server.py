@@ -28,6 +28,7 @@ from nstore.protocol.units import is_quantity
 from .clients import IDLE_S, ClientTable
 from .journal import Journal, journal_path
 from .lock import DaemonLock
+from .readlimit import bounded_read
 from .recovery import recover
 from .security import check_endpoint, load_server_keys, secure_server
 
@@ -372,7 +373,7 @@ class Server:
         self.bytes_written += _payload_bytes(data)
 
     def _op_read(self, path: str, index: Any = None) -> Any:
-        return self.engine.read_variable(path, index)
+        return bounded_read(self.engine, path, index, self.max_array_bytes)  # one reply may not stall the rest
 
     def _op_add_metadata(self, path: str, name: str = "", value: Any = None) -> None:
         self.engine.add_metadata(name, value, path=path or "/")
