@@ -1,10 +1,12 @@
-"""Bounding one read through the daemon: a reply larger than the limit is refused, suggesting a slice.
+"""Sizes of values: the data an op carries, and bounding one read through the daemon.
+
+A read whose reply would exceed the limit is refused, suggesting a slice.
 
 The daemon serves every client from one thread, so a single huge reply would
 stall the others and grow the daemon without bound. Numeric reads are sized
 from the variable's shape before anything is read; text (dicts, lists, str)
-cannot be, so its decoded value is measured, walking at most ``limit / 8``
-items (every item counts at least 8 bytes), before it is encoded.
+cannot be, so its decoded value is measured before it is encoded, walking at
+most ``limit / 8`` items (every item counts 8 bytes more than its data).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from nstore.protocol.paths import normalize_path
+from nstore.protocol.units import is_quantity
 
 TEXT_TYPES = frozenset({"str", "dict", "yaml"})  # IODriver_Type of variables stored as text
 _ITEM_BYTES = 8  # what every number, container and string costs at least in a reply
@@ -30,7 +33,7 @@ def bounded_read(engine: Any, path: str, index: Any, limit: int) -> Any:
             raise _too_big(path, info, count, count * row_bytes, limit, row_bytes)
         return engine.read_variable(path, index)
     value = engine.read_variable(path, index)
-    size = _measure(value, limit)
+    size = payload_bytes(value, limit, item_bytes=_ITEM_BYTES)
     if size > limit:
         raise _too_big(path, info, count, size, limit, max(1, size // max(1, count)))
     return value
@@ -57,23 +60,32 @@ def _itemsize(type_attr: str) -> int:
         return _ITEM_BYTES  # lists, tuples, quantities of arrays: at most 8 bytes per number
 
 
-def _measure(value: Any, limit: int) -> int:
-    """Bytes ``value`` would take in a reply, counting at least 8 per item; stops once past ``limit``."""
+_SCALARS = frozenset({float, int, bool, type(None)})
+
+
+def payload_bytes(value: Any, limit: int = 1 << 62, item_bytes: int = 0) -> int:
+    """Bytes of data in ``value`` as it would be stored (arrays: nbytes; numbers: 8; text: its
+    length) plus ``item_bytes`` per item, walking lists, tuples, dicts and quantities; stops
+    counting once past ``limit``."""
+    if type(value) in _SCALARS:
+        return 8 + item_bytes  # the common case
     total, stack = 0, [value]
     while stack and total <= limit:
         item = stack.pop()
-        total += _ITEM_BYTES
-        if isinstance(item, (str, bytes)):
-            total += len(item)
-        elif isinstance(item, np.ndarray):
+        total += item_bytes
+        if isinstance(item, np.ndarray):
             total += item.nbytes
         elif isinstance(item, (list, tuple)):
             stack.extend(item)
         elif isinstance(item, dict):
             stack.extend(item.keys())
             stack.extend(item.values())
-        elif hasattr(item, "magnitude"):  # a pint quantity
+        elif isinstance(item, (str, bytes)):
+            total += len(item)
+        elif is_quantity(item):
             stack.append(item.magnitude)
+        elif item is not None:
+            total += 8
     return total
 
 
