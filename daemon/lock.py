@@ -104,7 +104,12 @@ def refuse_if_served(file_name: str) -> None:
     inode = file_id(file_name)
     if inode is None or inode in _HELD:
         return
-    for path in (inode_lock_path(inode), lock_path(file_name)):
+    paths = [lock_path(file_name)]
+    try:
+        paths.insert(0, inode_lock_path(inode))
+    except OSError:  # no usable runtime directory here: the name lock is all we can check
+        pass
+    for path in paths:
         if path not in _HELD and _is_locked(path):
             raise _served_error(real_path(file_name), _read(path), in_process=True)
 
