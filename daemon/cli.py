@@ -70,7 +70,14 @@ def _start(args: argparse.Namespace) -> int:
         print(f"nstored: cannot serve {file_name}: directory {os.path.dirname(file_name)} does not exist",
               file=sys.stderr)
         return 2
-    with open(log_path, "ab") as log_file:
+    from .safefiles import open_append
+
+    try:
+        log_file = open_append(log_path)  # never through a planted link
+    except OSError as exc:
+        print(f"nstored: cannot serve {file_name}: log {log_path}: {exc}", file=sys.stderr)
+        return 2
+    with log_file:
         child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
                                  start_new_session=True, close_fds=True)
     deadline = time.monotonic() + START_TIMEOUT_S

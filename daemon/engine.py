@@ -23,6 +23,8 @@ from nstore.protocol.units import converter
 from nstore.protocol.values import check_storable_type, type_name
 
 from .kinds import KINDS, TEXT, Signature, check_compatible, encode, signature
+from .lock import refuse_if_served
+from .textcodec import StoredTextError
 
 SUPPORTED_TYPES = "int, float, bool, str, list, tuple, dict, numpy.ndarray, numpy scalars, pint.Quantity"
 
@@ -98,6 +100,8 @@ class NetCDFIODriver(StorageDriver):
             mode = "a"  # reopening after close() must never clobber
         if mode == "a" and not os.path.isfile(self.file_name):
             raise FileNotFoundError(f"{self.file_name}: no such file (access_mode 'a' needs an existing file)")
+        if mode != "r":
+            refuse_if_served(self.file_name)  # a second writer would corrupt the file
         try:
             self._ncfile = netCDF4.Dataset(self.file_name, mode, format="NETCDF4")
         except OSError as exc:
@@ -366,6 +370,12 @@ class NetCDFIODriver(StorageDriver):
         return results, commit
 
     def read_variable(self, path: str, index: int | slice | None = None) -> Any:
+        try:
+            return self._read_variable(path, index)
+        except StoredTextError as exc:  # hostile or unreadable stored text: name the variable
+            raise ValueError(f"{normalize_path(path)}: {exc}") from None
+
+    def _read_variable(self, path: str, index: int | slice | None = None) -> Any:
         path = _variable_path(path)
         var = self._variable(path)
         if var is None:

@@ -26,6 +26,8 @@ from typing import Any, Iterator
 
 from nstore.protocol.values import pack, unpack
 
+from .safefiles import open_file
+
 _RECORD = struct.Struct("<II")
 _COUNT = struct.Struct("<I")
 _SIZE = struct.Struct("<Q")
@@ -47,7 +49,7 @@ class Journal:
             raise ValueError(f"fsync policy must be one of {', '.join(FSYNC_POLICIES)}, not {fsync!r}")
         self.path = path
         self.fsync = fsync
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        self._fd = open_file(path, os.O_RDWR | os.O_CREAT | os.O_APPEND)  # never through a planted link
         self.size = os.fstat(self._fd).st_size
         self._last_fsync = time.monotonic()
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 from typing import Callable
 
 from .clients import ClientTable
 from .engine import NetCDFIODriver
 from .journal import read_records
+from .safefiles import copy_new
 
 log = logging.getLogger("nstored")
 
@@ -111,7 +111,7 @@ def replay(engine: NetCDFIODriver, journal: str, clients: ClientTable,
         # A torn tail (a write the crash cut short, never acknowledged) is normal; but
         # a record corrupted in the middle would hide what follows: keep the bytes.
         kept = f"{journal}.unreplayed-{int(time.time())}"
-        shutil.copyfile(journal, kept)
+        kept = copy_new(journal, kept)  # O_EXCL: never over a planted link or an earlier copy
         log.warning("%d journaled ops could not be replayed, %d bytes at the end of the journal were not "
                     "an intact record; the journal is kept as %s", failed, unread, kept)
     return last, replayed, failed

@@ -6,18 +6,24 @@ header on disk but not its chunk index. Replaying the journal into it fails.
 :func:`rebuild` then copies everything still readable into a new file,
 replays the journal into that copy (which holds every entry of variables
 created since the last checkpoint), and swaps it in. The damaged original is
-kept next to it (``run.nc.damaged-<time>``): nothing is deleted.
+kept next to it (``run.nc.damaged-<time>``): nothing is deleted. The copy is
+built in a private directory and renamed into place, so a link planted at
+``run.nc.rebuild`` is refused, never written through (netCDF follows links).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import time
 from typing import Any
 
 import netCDF4
 import numpy as np
+
+from .safefiles import refuse_link
 
 log = logging.getLogger("nstored")
 
@@ -26,9 +32,16 @@ COPY_BLOCK_BYTES = 64 * 1024 * 1024
 
 def copy_readable(source: str, target: str) -> list[str]:
     """Copy every readable variable (data, attributes, groups, dimensions); returns the unreadable ones."""
-    skipped: list[str] = []
-    with netCDF4.Dataset(source, "r") as src, netCDF4.Dataset(target, "w", format="NETCDF4") as dst:
-        _copy_group(src, dst, "", skipped)
+    refuse_link(target)
+    private = tempfile.mkdtemp(prefix=os.path.basename(target) + ".", dir=os.path.dirname(os.path.abspath(target)))
+    try:
+        built = os.path.join(private, "copy.nc")
+        skipped: list[str] = []
+        with netCDF4.Dataset(source, "r") as src, netCDF4.Dataset(built, "w", format="NETCDF4") as dst:
+            _copy_group(src, dst, "", skipped)
+        os.rename(built, target)  # replaces a leftover copy, never writes through a link
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
     return skipped
 
 
@@ -72,7 +85,11 @@ def _copy_variable(var: Any, dst: Any, name: str) -> None:
 
 def swap_in(file_name: str, rebuilt: str) -> str:
     """Replace ``file_name`` by ``rebuilt``, keeping the original as ``.damaged-<time>``."""
-    kept = f"{file_name}.damaged-{int(time.time())}"
+    kept = base = f"{file_name}.damaged-{int(time.time())}"
+    n = 0
+    while os.path.lexists(kept):  # an earlier copy (or a planted link): never replaced
+        n += 1
+        kept = f"{base}.{n}"
     os.replace(file_name, kept)
     os.replace(rebuilt, file_name)
     return kept

@@ -15,7 +15,6 @@ import time
 from collections import Counter
 from typing import Any
 
-import numpy as np
 import zmq
 
 from nstore.protocol import PROTOCOL_VERSION
@@ -24,13 +23,13 @@ from nstore.protocol.errors import ProtocolError
 from nstore.protocol.errors import error_to_wire
 from nstore.protocol.messages import MUTATING_OPS, Op, decode_request, encode_reply_body
 from nstore.protocol.transport import file_identity
-from nstore.protocol.units import is_quantity
 
 from .clients import IDLE_S, ClientTable
 from .journal import Journal, journal_path
 from .lock import DaemonLock
 from .recovery import recover
 from .security import check_endpoint, load_server_keys, secure_server
+from .sizes import bounded_read, payload_bytes as _payload_bytes
 
 log = logging.getLogger("nstored")
 
@@ -374,7 +373,7 @@ class Server:
         self.bytes_written += _payload_bytes(data)
 
     def _op_read(self, path: str, index: Any = None) -> Any:
-        return self.engine.read_variable(path, index)
+        return bounded_read(self.engine, path, index, self.max_array_bytes)  # one reply may not stall the rest
 
     def _op_add_metadata(self, path: str, name: str = "", value: Any = None) -> None:
         self.engine.add_metadata(name, value, path=path or "/")
@@ -449,33 +448,6 @@ def _socket_alive(path: str) -> bool:
         return False
     finally:
         probe.close()
-
-
-_SCALARS = frozenset({float, int, bool, type(None)})
-
-
-def _payload_bytes(value: Any, limit: int = 1 << 62) -> int:
-    """Bytes of data in ``value`` as it would be stored (arrays: nbytes; numbers: 8; text: its
-    length), walking lists, tuples, dicts and quantities; stops counting once past ``limit``."""
-    if type(value) in _SCALARS:
-        return 8  # the common case
-    total, stack = 0, [value]
-    while stack and total <= limit:
-        item = stack.pop()
-        if isinstance(item, np.ndarray):
-            total += item.nbytes
-        elif isinstance(item, (list, tuple)):
-            stack.extend(item)
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, (str, bytes)):
-            total += len(item)
-        elif is_quantity(item):
-            stack.append(item.magnitude)
-        elif item is not None:
-            total += 8
-    return total
 
 
 class _Known:

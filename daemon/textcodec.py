@@ -2,7 +2,11 @@
 
 Tags: ``!Quantity`` (the classic storage layer's spelling: a mapping of
 ``QuantityValue`` and ``QuantityUnit``), ``!ndarray`` (dtype, shape, data) and
-``!tuple``. Loading uses yaml's *safe* loader plus these constructors only.
+``!tuple``. Loading uses yaml's *safe* loader plus these constructors only,
+and refuses hostile text before building anything: longer than
+:data:`MAX_TEXT_CHARS`, nested deeper than :data:`MAX_DEPTH`, aliases that
+refer to themselves or expand to more than :data:`MAX_ALIAS_NODES` extra nodes
+(a 432-byte "billion laughs" would otherwise expand to 10^9 values).
 """
 
 from __future__ import annotations
@@ -21,6 +25,14 @@ _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 _PLAIN_TYPES = (bool, int, float, str, list, dict)
+
+MAX_TEXT_CHARS = 256 * 1024 * 1024  # the daemon's default data limit per op: nothing longer was written
+MAX_DEPTH = 256  # nesting levels; the dumper cannot write much deeper (Python's recursion limit)
+MAX_ALIAS_NODES = 1_000_000  # nodes that aliases may add beyond the distinct ones in the text
+
+
+class StoredTextError(ValueError):
+    """Stored text nstore refuses to load (unreadable, or hostile: too long, too deep, an alias bomb)."""
 
 
 class _Dumper(_SafeDumper):
@@ -52,7 +64,45 @@ class _Dumper(_SafeDumper):
 
 
 class _Loader(_SafeLoader):
-    pass
+    def get_single_node(self) -> Any:
+        node = super().get_single_node()
+        if node is not None:
+            _check_bounds(node)
+        return node
+
+
+def _check_bounds(root: yaml.Node) -> None:
+    """StoredTextError if the composed node graph nests too deeply, loops, or aliases expand too much.
+
+    One walk over the distinct nodes (an alias is the same node object again), so
+    the check costs what the text costs, whatever the text would expand to.
+    """
+    expanded: dict[int, int] = {}  # id(collection node) -> nodes it stands for, aliases expanded
+    depth: dict[int, int] = {}
+    distinct = 0
+    stack: list = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if type(node) is yaml.ScalarNode or key in expanded:
+            continue
+        children = [c for pair in node.value for c in pair] if type(node) is yaml.MappingNode else node.value
+        inner = [c for c in children if type(c) is not yaml.ScalarNode]
+        if finished:
+            expanded[key] = 1 + len(children) - len(inner) + sum(expanded[id(c)] for c in inner)
+            depth[key] = 1 + max((depth[id(c)] for c in inner), default=0)
+            distinct += 1 + len(children) - len(inner)
+            if depth[key] > MAX_DEPTH:
+                raise StoredTextError(f"stored text nests deeper than {MAX_DEPTH} levels")
+            continue
+        if key in depth:  # started, not finished: we are inside it
+            raise StoredTextError("stored text holds an alias that refers to itself")
+        depth[key] = 0
+        stack.append((node, True))
+        stack.extend((c, False) for c in inner if id(c) not in expanded)
+    if expanded[id(root)] - distinct > MAX_ALIAS_NODES:
+        raise StoredTextError(f"stored text expands, through aliases, to {expanded[id(root)]} values "
+                              f"(more than {MAX_ALIAS_NODES} beyond the {distinct} it holds)")
 
 
 def _construct_quantity(loader: _Loader, node: yaml.Node) -> Any:
@@ -90,8 +140,14 @@ def dumps(value: Any) -> str:
 
 
 def loads(text: str) -> Any:
-    """The value ``dumps`` wrote (or the classic layer's YAML dict text)."""
+    """The value ``dumps`` wrote (or the classic layer's YAML dict text); StoredTextError if refused."""
+    if len(text) > MAX_TEXT_CHARS:
+        raise StoredTextError(f"stored text is {len(text)} characters long, more than {MAX_TEXT_CHARS}")
     try:
         return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
-        raise ValueError(f"stored text is not readable YAML: {exc}") from None
+        raise StoredTextError(f"stored text is not readable YAML: {exc}") from None
+    except RecursionError:  # (only yaml's pure-Python composer recurses before our depth check)
+        raise StoredTextError(f"stored text nests deeper than {MAX_DEPTH} levels") from None
+    except (KeyError, TypeError, AttributeError) as exc:  # e.g. an !ndarray without its dtype
+        raise StoredTextError(f"stored text has a malformed tag: {type(exc).__name__}: {exc}") from None

@@ -1,0 +1,99 @@
+"""Sizes of values: the data an op carries, and bounding one read through the daemon.
+
+A read whose reply would exceed the limit is refused, suggesting a slice.
+
+The daemon serves every client from one thread, so a single huge reply would
+stall the others and grow the daemon without bound. Numeric reads are sized
+from the variable's shape before anything is read; text (dicts, lists, str)
+cannot be, so its decoded value is measured before it is encoded, walking at
+most ``limit / 8`` items (every item counts 8 bytes more than its data).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from nstore.protocol.paths import normalize_path
+from nstore.protocol.units import is_quantity
+
+TEXT_TYPES = frozenset({"str", "dict", "yaml"})  # IODriver_Type of variables stored as text
+_ITEM_BYTES = 8  # what every number, container and string costs at least in a reply
+
+
+def bounded_read(engine: Any, path: str, index: Any, limit: int) -> Any:
+    """``engine.read_variable(path, index)``, or ValueError if its reply would exceed ``limit`` bytes."""
+    info = engine.variable_info(path)
+    count = _entries(info, index)
+    row_items = int(np.prod(info["shape"], dtype=np.int64))
+    if info["io_type"] not in TEXT_TYPES:
+        row_bytes = row_items * _itemsize(info["type"])
+        if count * row_bytes > limit:
+            raise _too_big(path, info, count, count * row_bytes, limit, row_bytes)
+        return engine.read_variable(path, index)
+    value = engine.read_variable(path, index)
+    size = payload_bytes(value, limit, item_bytes=_ITEM_BYTES)
+    if size > limit:
+        raise _too_big(path, info, count, size, limit, max(1, size // max(1, count)))
+    return value
+
+
+def _entries(info: dict, index: Any) -> int:
+    """How many entries the read returns (1 when the engine will refuse the index anyway)."""
+    if not info["appendable"]:
+        return 1
+    if index is None:
+        return info["length"]
+    if type(index) is slice:
+        try:
+            return len(range(*index.indices(info["length"])))
+        except (TypeError, ValueError):
+            return 1
+    return 1
+
+
+def _itemsize(type_attr: str) -> int:
+    try:
+        return np.dtype(type_attr).itemsize  # numpy types, 'int', 'float', 'bool'
+    except TypeError:
+        return _ITEM_BYTES  # lists, tuples, quantities of arrays: at most 8 bytes per number
+
+
+_SCALARS = frozenset({float, int, bool, type(None)})
+
+
+def payload_bytes(value: Any, limit: int = 1 << 62, item_bytes: int = 0) -> int:
+    """Bytes of data in ``value`` as it would be stored (arrays: nbytes; numbers: 8; text: its
+    length) plus ``item_bytes`` per item, walking lists, tuples, dicts and quantities; stops
+    counting once past ``limit``."""
+    if type(value) in _SCALARS:
+        return 8 + item_bytes  # the common case
+    total, stack = 0, [value]
+    while stack and total <= limit:
+        item = stack.pop()
+        total += item_bytes
+        if isinstance(item, np.ndarray):
+            total += item.nbytes
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (str, bytes)):
+            total += len(item)
+        elif is_quantity(item):
+            stack.append(item.magnitude)
+        elif item is not None:
+            total += 8
+    return total
+
+
+def _too_big(path: str, info: dict, count: int, size: int, limit: int, row_bytes: int) -> ValueError:
+    what = f"{count} entries" if info["appendable"] else "it"
+    hint = ""
+    if info["appendable"]:
+        rows = max(1, limit // max(1, row_bytes))
+        hint = f"; read a slice instead, e.g. read(slice(0, {rows})) (nstore read --slice 0:{rows})"
+    return ValueError(f"{normalize_path(path)}: reading {what} would reply at least {size} bytes, more than the daemon's limit "
+                      f"of {limit} bytes ({limit / 2**20:g} MiB) per reply (nstored --max-array-mb){hint}")
