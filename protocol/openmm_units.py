@@ -37,19 +37,19 @@ def storable(value: Any, path: str) -> Any:
     """
     cls = type(value)
     if cls is dict:
-        return _storable_dict(value, path)
+        return _storable_inside(value, path)
     if cls.__module__ in _QUANTITY_MODULES and is_openmm_quantity(value):
         return from_openmm(value, path)
     return value
 
 
-def _storable_dict(value: Any, path: str) -> Any:
-    """The dict, list or tuple ``value`` with OpenMM quantities converted; the same object if it holds none."""
+def _storable_inside(value: Any, path: str) -> Any:
+    """``value`` (inside a dict) with OpenMM quantities converted; the same object if it holds none."""
     if type(value) is dict:
-        items = {key: _storable_dict(item, path) for key, item in value.items()}
+        items = {key: _storable_inside(item, path) for key, item in value.items()}
         return items if any(items[key] is not value[key] for key in value) else value
     if type(value) in (list, tuple):
-        items = [_storable_dict(item, path) for item in value]
+        items = [_storable_inside(item, path) for item in value]
         return type(value)(items) if any(new is not old for new, old in zip(items, value)) else value
     return from_openmm(value, path) if is_openmm_quantity(value) else value
 
@@ -60,6 +60,8 @@ def from_openmm(value: Any, path: str = "") -> Any:
     ValueError when pint has no unit of the same meaning; OpenMM's ``dalton`` (a molar
     mass) becomes ``gram/mole``.
     """
+    if not is_openmm_quantity(value):
+        raise TypeError(f"from_openmm needs an openmm.unit.Quantity, not {type(value).__name__}")
     try:
         unit = pint_unit(value.unit)
     except ValueError as exc:

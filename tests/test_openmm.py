@@ -13,8 +13,8 @@ import openmm.unit as mm
 import pytest
 from pint.errors import DimensionalityError
 
-from nstore import ureg
-from nstore.units import to_openmm
+from nstore import StorageInterface, connect, ureg
+from nstore.units import from_openmm, to_openmm
 
 from test_storage_types import assert_same
 
@@ -84,8 +84,7 @@ def test_every_openmm_form_round_trips(open_store, state, subtests):
             assert_same(store.fixed[name].read(), expected, "fixed")
             assert store.appended[name].append(value) == 0
             assert store.appended[name].append(value) == 1
-            assert_same(store.appended[name].read(), stacked(expected, expected).astype(expected.magnitude.dtype)
-                        if isinstance(expected.magnitude, np.ndarray) else stacked(expected, expected), "appended")
+            assert_same(store.appended[name].read(), stacked(expected, expected), "appended")
     store.close()
     store = open_store()
     for name, value, expected in openmm_forms(state):
@@ -198,3 +197,26 @@ def test_dalton_is_a_molar_mass_in_openmm(open_store, context):
         to_openmm(Q(39.948, "dalton"))
     with pytest.raises(ValueError, match="molar mass"):
         to_openmm(Q(np.ones(3), "dalton * nanometer ** 2"))
+
+
+def test_pipelined_appends_of_openmm_quantities(tmp_path, daemon_factory, state):
+    """The pipelined remote driver queues the converted value (a copy), like any pint quantity."""
+    daemon = daemon_factory(tmp_path / "run.nc")
+    store = StorageInterface(connect(daemon.endpoint, pipeline=True, timeout=30))
+    try:
+        positions = np.array(POSITIONS) * mm.nanometer
+        indices = [store.positions.append(positions) for _ in range(3)]
+        positions._value[:] = -1.0  # reusing the buffer after append changes nothing stored
+        store.energy.append(state.getPotentialEnergy())
+        store.storage_driver.flush()
+        assert [int(i) for i in indices] == [0, 1, 2]
+        assert_same(store.positions.read(), Q(np.stack([np.array(POSITIONS)] * 3), "nanometer"))
+        assert_same(store.energy.read(), Q(np.array([state.getPotentialEnergy()._value]), "kilojoule/mole"))
+    finally:
+        store.close()
+
+
+def test_from_openmm_refuses_other_values():
+    with pytest.raises(TypeError, match="needs an openmm.unit.Quantity"):
+        from_openmm(Q(1.0, "nm"))
+    assert_same(from_openmm([openmm.Vec3(1, 2, 3)] * mm.angstrom), Q(np.array([[1.0, 2.0, 3.0]]), "angstrom"))
