@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 import sys
 from typing import Any
 
@@ -19,6 +20,8 @@ from .units import parse_unit, registry
 
 _QUANTITY_MODULES = frozenset({"openmm.unit.quantity", "simtk.unit.quantity"})
 _VEC3_MODULES = frozenset({"openmm.vec3", "simtk.openmm.vec3"})
+# The names of OpenMM's SI base units (si_unit_system), which pint spells the same way.
+_SI_NAMES = frozenset({"kilogram", "meter", "second", "ampere", "kelvin", "mole", "candela", "radian"})
 
 
 def is_openmm_quantity(value: Any) -> bool:
@@ -57,16 +60,35 @@ def _storable_inside(value: Any, path: str) -> Any:
 def from_openmm(value: Any, path: str = "") -> Any:
     """A pint quantity equal to the OpenMM quantity ``value`` (lists of ``Vec3`` become (n, 3) arrays).
 
-    ValueError when pint has no unit of the same meaning; OpenMM's ``dalton`` (a molar
-    mass) becomes ``gram/mole``.
+    Keeps OpenMM's unit where pint has one of the same name and size; OpenMM's
+    ``dalton`` (a molar mass) becomes ``gram/mole``; any other unit (``item``,
+    OpenMM's ``debye``) is converted by OpenMM to SI units first.
     """
     if not is_openmm_quantity(value):
         raise TypeError(f"from_openmm needs an openmm.unit.Quantity, not {type(value).__name__}")
-    try:
+    unit = pint_unit(value.unit)
+    if unit is None:
+        value = _in_si_units(value, path)
         unit = pint_unit(value.unit)
-    except ValueError as exc:
-        raise ValueError(f"{path}: {exc}" if path else str(exc)) from None
+        if unit is None:
+            raise ValueError(_no_equivalent(value, path))
     return registry().Quantity(_magnitude(value._value, path), unit)
+
+
+def _no_equivalent(value: Any, path: str) -> str:
+    where = f"{path}: " if path else ""
+    return f"{where}OpenMM unit {str(value.unit)!r} has no SI form to check a pint unit against; store a number"
+
+
+def _in_si_units(value: Any, path: str) -> Any:
+    """``value`` converted by OpenMM to SI units (a Quantity also when dimensionless)."""
+    import openmm.unit as mm
+
+    try:
+        converted = value.in_unit_system(mm.si_unit_system)
+    except Exception:  # OpenMM raises TypeError for units outside its SI system (bits: nat, ban)
+        raise ValueError(_no_equivalent(value, path)) from None
+    return converted if is_openmm_quantity(converted) else mm.Quantity(converted, mm.dimensionless)
 
 
 def _magnitude(value: Any, path: str) -> Any:
@@ -84,31 +106,29 @@ def _magnitude(value: Any, path: str) -> Any:
 
 
 @functools.lru_cache(maxsize=256)
-def pint_unit(openmm_unit: Any):
-    """The pint unit meaning the same as ``openmm_unit`` (cached per unit); ValueError if there is none."""
-    text = str(openmm_unit)
-    unit = parse_unit(text)  # OpenMM's spellings, as in classic files
+def pint_unit(openmm_unit: Any) -> Any:
+    """The pint unit of the same name and size as ``openmm_unit`` (cached per unit), or None."""
+    try:
+        unit = parse_unit(str(openmm_unit))  # OpenMM's spellings, as in classic files
+    except ValueError:
+        return None
     daltons = unit._units.get("dalton")
     if daltons:  # OpenMM's dalton is gram/mole; pint's is a mass
         reg = registry()
         unit = unit / reg.dalton ** daltons * (reg.gram / reg.mole) ** daltons
-    if not same_meaning(unit, openmm_unit):
-        raise ValueError(f"OpenMM unit {text!r} is not pint's {unit} (their sizes differ); "
-                         "convert the value to another unit first")
-    return unit
+    return unit if same_meaning(unit, openmm_unit) else None
 
 
 def same_meaning(unit: Any, openmm_unit: Any) -> bool:
     """True when the pint ``unit`` and ``openmm_unit`` are the same size (compared in SI units)."""
     import openmm.unit as mm
 
-    si = (1.0 * openmm_unit).in_unit_system(mm.si_unit_system)
-    if is_openmm_quantity(si):
-        factor, si_name = si._value, si.unit.get_name()
-    else:
-        factor, si_name = float(si), "dimensionless"
     try:
+        si = (1.0 * openmm_unit).in_unit_system(mm.si_unit_system)
+        factor, si_name = (si._value, si.unit.get_name()) if is_openmm_quantity(si) else (float(si), "")
+        if not set(re.findall(r"[A-Za-z_]+", si_name)) <= _SI_NAMES:
+            return False  # not expressible in SI (OpenMM's information units: nat, ban)
         ours = registry().Quantity(1.0, unit).to(parse_unit(si_name)).magnitude
-    except Exception:  # pint's DimensionalityError, or an SI name pint lacks
+    except Exception:  # pint's DimensionalityError, an SI name pint lacks, a unit OpenMM cannot put in SI
         return False
     return math.isclose(ours, factor, rel_tol=1e-9)

@@ -122,13 +122,23 @@ def test_incompatible_units_write_nothing(open_store):
     assert_same(store.box.read(), Q(np.array([[2.0, 0.0, 0.0]]), "nanometer"))
 
 
-def test_openmm_units_pint_lacks_are_refused_naming_the_path(open_store):
+def test_openmm_units_pint_lacks_or_sizes_differently_are_stored_in_si(open_store):
+    """``item`` is unknown to pint, OpenMM's ``debye`` is 1.6e-4 off pint's: OpenMM converts them to SI."""
     store = open_store()
-    with pytest.raises(ValueError, match=r"^counts/n: unit 'item' is not a unit pint understands"):
-        store.counts.n.append(3 * mm.item)
-    with pytest.raises(TypeError, match=r"^counts/s: cannot store a value of type 'openmm.unit.Quantity of str'"):
-        store.counts.s.write("abc" * mm.nanometer)
-    assert "counts" not in store
+    store.count.write(3.0 * mm.item)
+    assert_close(store.count.read(), Q(3.0 / 6.02214076e23, "mole"))
+    store.dipole.append(openmm.Vec3(1.0, 0.0, 0.0) * mm.debye)
+    assert_close(store.dipole.read(0), Q(np.array([3.3361608148905854e-30, 0.0, 0.0]), "ampere*meter*second"))
+    assert to_openmm(store.dipole.read(0))[0].value_in_unit(mm.debye) == pytest.approx(1.0, rel=1e-12)
+
+
+def test_openmm_values_that_cannot_be_stored_are_refused_naming_the_path(open_store):
+    store = open_store()
+    with pytest.raises(ValueError, match=r"^bad/nat: OpenMM unit 'nat' has no SI form"):
+        store.bad.nat.append(3.0 * mm.nat)
+    with pytest.raises(TypeError, match=r"^bad/s: cannot store a value of type 'openmm.unit.Quantity of str'"):
+        store.bad.s.write("abc" * mm.nanometer)
+    assert "bad" not in store
 
 
 def test_dict_holding_openmm_quantities(open_store, state):
