@@ -30,4 +30,8 @@ def __getattr__(name: str) -> Any:
         from .remote import connect
 
         return connect
+    if name == "units":  # nstore.units.to_openmm without a separate import
+        import importlib
+
+        return importlib.import_module("nstore.units")
     raise AttributeError(f"module 'nstore' has no attribute {name!r}")

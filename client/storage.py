@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from nstore.protocol.api import StorageDriver, StorageVariable
+from nstore.protocol.openmm_units import storable
 from nstore.protocol.paths import normalize_path
 
 #: Names the proxies use themselves; reach such a stored name with ``store["..."]``.
@@ -92,6 +93,7 @@ class StorageInterfaceDirVar:
             raise AttributeError(f"the root directory cannot {action}()")
 
     def _handle_for(self, data: Any) -> StorageVariable:
+        """The variable's handle; ``data`` is already storable (its type is checked on creation)."""
         if self._variable is None:
             # No round trip: the first write/append creates the variable (and its
             # directories) atomically where the data is stored.
@@ -111,12 +113,14 @@ class StorageInterfaceDirVar:
     def write(self, data: Any, at_index: int | None = None) -> None:
         """Store ``data`` (fixed variable), or overwrite entry ``at_index`` of an appendable one."""
         self._as_variable("write")
+        data = storable(data, self._path)  # OpenMM quantities -> pint, before the type check
         self._handle_for(data).write(data, at_index=at_index)
         self._after_first_store()
 
     def append(self, data: Any) -> int:
         """Append ``data`` as the next entry; returns the index it landed at."""
         self._as_variable("append")
+        data = storable(data, self._path)
         index = self._handle_for(data).append(data)
         self._after_first_store()
         return index

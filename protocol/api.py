@@ -10,6 +10,8 @@ from __future__ import annotations
 import abc
 from typing import Any
 
+from .openmm_units import storable
+
 
 class StorageDriver(abc.ABC):
     """Path-based storage operations. Paths are ``/``-separated, root is ``""``."""
@@ -75,7 +77,10 @@ class StorageDriver(abc.ABC):
 
 
 class StorageVariable:
-    """A variable at a path, operated through its driver."""
+    """A variable at a path, operated through its driver.
+
+    Values enter both drivers here: OpenMM quantities become pint ones (see ``openmm_units``).
+    """
 
     __slots__ = ("driver", "path")
 
@@ -84,10 +89,10 @@ class StorageVariable:
         self.path = path
 
     def write(self, data: Any, at_index: int | None = None) -> None:
-        self.driver.write_variable(self.path, data, at_index)
+        self.driver.write_variable(self.path, storable(data, self.path), at_index)
 
     def append(self, data: Any) -> int:
-        return self.driver.append_variable(self.path, data)
+        return self.driver.append_variable(self.path, storable(data, self.path))
 
     def read(self, index: int | slice | None = None) -> Any:
         return self.driver.read_variable(self.path, index)

@@ -1,4 +1,4 @@
-"""``import nstore`` in a worker must stay light: no netCDF4, no pint until they are used."""
+"""``import nstore`` in a worker must stay light: no netCDF4, pint or OpenMM until they are used."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-HEAVY = ("netCDF4", "pint")
+HEAVY = ("netCDF4", "pint", "openmm")
 
 
 def loaded_after(code: str) -> set[str]:
@@ -26,9 +26,11 @@ def loaded_after(code: str) -> set[str]:
         "from nstore import StorageInterface, StorageInterfaceDirVar",
         "import nstore.protocol.values, nstore.protocol.paths, nstore.protocol.errors, nstore.protocol.api",
         "from nstore.protocol.values import pack, unpack; unpack(pack({'a': (1, 2.5), 'b': [None, 'x']}))",
+        "import nstore; nstore.units.to_openmm",  # the OpenMM bridge imports OpenMM only when it converts
+        "from nstore.protocol.openmm_units import storable; storable({'a': [1.5]}, 'x'); storable(2.5, 'y')",
     ],
 )
-def test_light_imports_load_neither_netcdf4_nor_pint(code):
+def test_light_imports_load_no_heavy_module(code):
     loaded = loaded_after(code)
     assert "nstore" in loaded
     for heavy in HEAVY:
@@ -36,6 +38,7 @@ def test_light_imports_load_neither_netcdf4_nor_pint(code):
 
 
 def test_the_probe_sees_heavy_modules_when_they_are_used():
-    """Control: the same probe does report netCDF4 and pint once the engine or units are touched."""
+    """Control: the same probe does report netCDF4, pint and OpenMM once the engine, units or to_openmm are used."""
     assert "netCDF4" in loaded_after("import nstore; nstore.NetCDFIODriver")
     assert "pint" in loaded_after("import nstore; nstore.ureg")
+    assert "openmm" in loaded_after("import nstore; from nstore.units import to_openmm; to_openmm(nstore.ureg.Quantity(1.0, 'nm'))")
