@@ -29,11 +29,12 @@ SUPPORTED_TYPES = "int, float, bool, str, list, tuple, dict, numpy.ndarray, nump
 # Chunking rule for appendable variables: as many entries per chunk as fit in
 # CHUNK_BYTES, at least 1 and at most MAX_CHUNK_ROWS. 1 MiB rows get 1-row
 # chunks (big chunks halve bandwidth: each append rewrites a partial chunk).
-# Scalars get 512-entry (4 KiB) chunks: a chunk is allocated whole at the first
+# Scalars get 256-entry (2 KiB) chunks: a chunk is allocated whole at the first
 # append, so a run with thousands of nearly empty variables pays one chunk
-# each, and 512 entries per chunk still read a long trace in few reads.
+# each (a nearly empty scalar variable costs about 6 KiB of file), and 256
+# entries per chunk still read a long trace in few reads.
 CHUNK_BYTES = 256 * 1024
-MAX_CHUNK_ROWS = 512
+MAX_CHUNK_ROWS = 256
 TEXT_CHUNK_ROWS = 256
 # HDF5 chunk cache per variable: room for CACHED_CHUNKS chunks, at most
 # CHUNK_CACHE_BYTES. netCDF-C's default (64 MiB, 1000 slots) makes a daemon

@@ -66,7 +66,7 @@ import numpy as np
 MIB_ELEMS = 131072  # float64 elements in a 1 MiB row
 ROW_BYTES = {"scalar": 8, "array3": 72, "mib": MIB_ELEMS * 8, "read": 8}
 WORKLOADS = ("scalar", "array3", "mib", "read")
-SCALAR_CHUNK = 4096  # the engine's chunk length for scalar variables, used for raw netCDF4 too
+SCALAR_CHUNK = 256  # the engine's chunk length for scalar variables, used for raw netCDF4 too
 READ_PREFILL = 100  # entries appended (untimed) before read(-1) is timed
 HANDROLLED_PROCS = 8
 

@@ -1,6 +1,6 @@
 """Many variables in one file: creation cost, daemon memory, file size, append rate, start time.
 
-    python scripts/bench_manyvars.py [--vars 10000] [--appends 3000] [--json OUT]
+    python scripts/bench_manyvars.py [--vars 10000] [--seconds 3] [--json OUT]
 
 One float is appended to each new variable ``rep{i//10}/v{i%10}`` (1,000
 directories of 10 for 10,000 variables), through one pipelined client (flushed
@@ -12,7 +12,9 @@ every 1,000 variables, so each thousand is timed on its own) and, for the first
 * daemon RSS (VmRSS) after creating them and after appending once more to each;
 * file bytes per variable holding one float (file size less an empty store's);
 * synchronous appends to one variable with all of them in the file, against
-  the same appends to a file holding one variable;
+  the same appends to a file holding one variable (both on a daemon just
+  started, so that no periodic checkpoint falls inside either);
+* a ``sync`` after appending to every variable: what each checkpoint costs;
 * ``nstored`` start time on the many-variable file (to its first answer).
 
 Fresh files and daemons for every measurement, stopped by PID (bench.Daemon).
@@ -62,54 +64,67 @@ def create_through(driver, n: int, flush) -> list[float]:
     return steps
 
 
-def sync_append_rate(endpoint: str, path: str, n: int) -> float:
+def sync_append_rate(endpoint: str, path: str, seconds: float) -> float:
+    """Synchronous appends per second to ``path`` over ``seconds`` (the first, creating one untimed)."""
     driver = connect(endpoint)
     try:
         driver.append_variable(path, 0.0)
-        start = time.perf_counter()
-        for i in range(n):
-            driver.append_variable(path, float(i))
-        return n / (time.perf_counter() - start)
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            driver.append_variable(path, float(count))
+            count += 1
+        return count / (time.perf_counter() - start)
     finally:
         driver.close()
 
 
-def measure_daemon(n: int, appends: int) -> dict:
+def measure_daemon(n: int, seconds: float) -> dict:
+    """Every rate is taken on a daemon just started, so no periodic checkpoint falls inside one."""
     out: dict = {}
     with Daemon() as empty:
-        driver = connect(empty.endpoint)
-        driver.sync()
-        driver.close()
-        empty_bytes = os.path.getsize(empty.file_name)
-        out["append_rate_one_var"] = sync_append_rate(empty.endpoint, "solo/x", appends)
+        out["append_rate_one_var"] = sync_append_rate(empty.endpoint, "solo/x", seconds)
+        empty_bytes = _stopped_size(empty) - _solo_bytes(out["append_rate_one_var"] * seconds)
     with Daemon() as daemon:
         sync = connect(daemon.endpoint)
         out["sync_first_step_s"] = create_through(sync, STEP, lambda: None)[0]
         sync.close()
-    with Daemon() as daemon:
-        driver = connect(daemon.endpoint, pipeline=True)
-        out["steps_s"] = create_through(driver, n, driver.flush)
-        out["rss_after_create_mb"] = rss_mb(daemon.pid)
-        for i in range(n):
-            driver.append_variable(var_path(i), -1.0)
-        driver.flush()
-        out["rss_after_second_append_mb"] = rss_mb(daemon.pid)
-        driver.close()
-        out["append_rate_many_vars"] = sync_append_rate(daemon.endpoint, "solo/x", appends)
-        kept = tempfile.mkdtemp(prefix="nsm", dir="/tmp")
-        try:
-            copy = os.path.join(kept, "many.nc")
-            daemon.stop(keep_as=copy)
-            out["bytes_per_var"] = (os.path.getsize(copy) - empty_bytes - _solo_bytes(appends)) / n
+    kept = tempfile.mkdtemp(prefix="nsm", dir="/tmp")
+    try:
+        copy = os.path.join(kept, "many.nc")
+        with Daemon() as daemon:
+            driver = connect(daemon.endpoint, pipeline=True)
+            out["steps_s"] = create_through(driver, n, driver.flush)
+            out["rss_after_create_mb"] = rss_mb(daemon.pid)
+            for i in range(n):
+                driver.append_variable(var_path(i), -1.0)
+            driver.flush()
+            out["rss_after_second_append_mb"] = rss_mb(daemon.pid)
             start = time.perf_counter()
-            with Daemon(source=copy):
-                out["start_s"] = time.perf_counter() - start
-        finally:
-            shutil.rmtree(kept, ignore_errors=True)
+            driver.sync()  # what a checkpoint costs: netCDF's sync flushes every open variable
+            out["sync_s"] = time.perf_counter() - start
+            driver.close()
+            daemon.stop(keep_as=copy)
+        out["bytes_per_var"] = (os.path.getsize(copy) - empty_bytes) / n
+        start = time.perf_counter()
+        with Daemon(source=copy) as restarted:
+            out["start_s"] = time.perf_counter() - start
+            out["append_rate_many_vars"] = sync_append_rate(restarted.endpoint, "solo/x", seconds)
+    finally:
+        shutil.rmtree(kept, ignore_errors=True)
     return out
 
 
-def _solo_bytes(appends: int) -> int:
+def _stopped_size(daemon: Daemon) -> int:
+    """Stop ``daemon`` and return the size of the file it served."""
+    kept = tempfile.mkdtemp(prefix="nsz", dir="/tmp")
+    try:
+        daemon.stop(keep_as=os.path.join(kept, "f.nc"))
+        return os.path.getsize(os.path.join(kept, "f.nc"))
+    finally:
+        shutil.rmtree(kept, ignore_errors=True)
+
+
+def _solo_bytes(appends: float) -> int:
     """Bytes the ``solo/x`` variable of the append-rate runs adds (not counted per variable)."""
     directory = tempfile.mkdtemp(prefix="nss", dir="/tmp")
     try:
@@ -117,7 +132,7 @@ def _solo_bytes(appends: int) -> int:
         NetCDFIODriver(base).close()
         empty = os.path.getsize(base)
         driver = NetCDFIODriver(base)
-        driver.append_many("solo/x", [0.0] * (appends + 1))
+        driver.append_many("solo/x", [0.0] * (int(appends) + 1))
         driver.close()
         return os.path.getsize(base) - empty
     finally:
@@ -149,6 +164,7 @@ def report(n: int, daemon: dict, inproc: list[float]) -> str:
         f"daemon RSS: {daemon['rss_after_create_mb']:.0f} MB after creating, "
         f"{daemon['rss_after_second_append_mb']:.0f} MB after appending to each again",
         f"file bytes per variable holding one float: {daemon['bytes_per_var'] / 1024:.1f} KiB",
+        f"sync (what a checkpoint costs) after appending to each: {daemon['sync_s']:.2f} s",
         f"sync appends to one variable: {daemon['append_rate_many_vars']:.0f}/s with {n} variables in the file, "
         f"{daemon['append_rate_one_var']:.0f}/s with one: {daemon['append_rate_many_vars'] / daemon['append_rate_one_var']:.2f}x",
         f"nstored start on the {n}-variable file: {daemon['start_s']:.2f} s",
@@ -159,12 +175,12 @@ def report(n: int, daemon: dict, inproc: list[float]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--vars", type=int, default=10000, help="variables to create (a multiple of 1000)")
-    parser.add_argument("--appends", type=int, default=3000, help="synchronous appends timed for the rate ratio")
+    parser.add_argument("--seconds", type=float, default=3.0, help="how long each append rate is timed")
     parser.add_argument("--json", metavar="OUT", help="also write the figures as JSON")
     args = parser.parse_args(argv)
     n = max(STEP, args.vars // STEP * STEP)
     print(f"load average {os.getloadavg()[0]:.2f}", flush=True)
-    daemon = measure_daemon(n, args.appends)
+    daemon = measure_daemon(n, args.seconds)
     inproc = measure_inprocess(n)
     print(report(n, daemon, inproc))
     if args.json:

@@ -71,6 +71,6 @@ def test_a_nearly_empty_scalar_variable_is_one_small_chunk(open_store, tmp_path)
     store.a.append(np.zeros(3))
     store.close()
     with netCDF4.Dataset(tmp_path / "run.nc") as ds:
-        assert ds["x"].chunking() == [512, 1]
+        assert ds["x"].chunking() == [256, 1]
         assert ds["t"].chunking() == [256, 1]
-        assert ds["a"].chunking() == [512, 3]
+        assert ds["a"].chunking() == [256, 3]

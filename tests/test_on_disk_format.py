@@ -140,14 +140,14 @@ def test_unlimited_dimensions_keep_counting_after_reopen(open_store, tmp_path):
         assert dims_of(ds["third"])[0] == ("unlimited2", 1, True)
 
 
-# path, entry, expected chunk sizes: max(1, min(512, 256 KiB // row bytes)) rows per chunk, 256 for text
+# path, entry, expected chunk sizes: max(1, min(256, 256 KiB // row bytes)) rows per chunk, 256 for text
 CHUNKS = [
-    ("scalar_float", 1.5, [512, 1]),
-    ("scalar_bool", True, [512, 1]),
-    ("np_int8", np.int8(1), [512, 1]),
-    ("quantity", Q(1.0, "kJ/mol"), [512, 1]),
-    ("small_row", np.zeros(3), [512, 3]),
-    ("row_400B", np.zeros(100, dtype=np.int32), [512, 100]),
+    ("scalar_float", 1.5, [256, 1]),
+    ("scalar_bool", True, [256, 1]),
+    ("np_int8", np.int8(1), [256, 1]),
+    ("quantity", Q(1.0, "kJ/mol"), [256, 1]),
+    ("small_row", np.zeros(3), [256, 3]),
+    ("row_400B", np.zeros(100, dtype=np.int32), [256, 100]),
     ("row_8000B", np.zeros(1000), [32, 1000]),
     ("row_16KiB_2d", np.zeros((64, 64), dtype=np.float32), [16, 64, 64]),
     ("row_256KiB", np.zeros(32768), [1, 32768]),
