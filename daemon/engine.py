@@ -30,15 +30,22 @@ SUPPORTED_TYPES = "int, float, bool, str, list, tuple, dict, numpy.ndarray, nump
 
 # Chunking rule for appendable variables: as many entries per chunk as fit in
 # CHUNK_BYTES, at least 1 and at most MAX_CHUNK_ROWS. 1 MiB rows get 1-row
-# chunks (big chunks halve bandwidth: each append rewrites a partial chunk);
-# scalars get 4096-entry chunks (small chunks make reads and file size balloon).
+# chunks (big chunks halve bandwidth: each append rewrites a partial chunk).
+# Scalars get 256-entry (2 KiB) chunks: a chunk is allocated whole at the first
+# append, so a run with thousands of nearly empty variables pays one chunk
+# each (a nearly empty scalar variable costs about 6 KiB of file), and 256
+# entries per chunk still read a long trace in few reads.
 CHUNK_BYTES = 256 * 1024
-MAX_CHUNK_ROWS = 4096
-TEXT_CHUNK_ROWS = 1024
-# HDF5 chunk cache per variable. netCDF-C's default (64 MiB here) makes a daemon
-# writing 1 MiB rows to 16 variables hold ~1 GiB; a chunk larger than the cache
-# is written straight through, which is what appends of large rows want.
+MAX_CHUNK_ROWS = 256
+TEXT_CHUNK_ROWS = 256
+# HDF5 chunk cache per variable: room for CACHED_CHUNKS chunks, at most
+# CHUNK_CACHE_BYTES. netCDF-C's default (64 MiB, 1000 slots) makes a daemon
+# writing 1 MiB rows to 16 variables hold ~1 GiB, and its hash table alone
+# costs 8 KB per variable; a chunk larger than the cache is written straight
+# through, which is what appends of large rows want.
 CHUNK_CACHE_BYTES = 1024 * 1024
+CACHED_CHUNKS = 2
+CACHE_SLOTS = 7
 
 _RESERVED_ATTRS = re.compile(r"^(IODriver_|nstore_|_)|^(type|units)$")
 _UNLIMITED = re.compile(r"^unlimited(\d+)$")
@@ -88,7 +95,8 @@ class NetCDFIODriver(StorageDriver):
         self._ncfile: netCDF4.Dataset | None = None
         self._groups: dict[str, Any] = {}
         self._vars: dict[str, _Var] = {}
-        self._next_unlimited = 0
+        self._next_unlimited: int | None = None  # found on the first creation (walks every group once)
+        self._opened = False
         self._open()
 
     # --- file ------------------------------------------------------------------------
@@ -96,7 +104,7 @@ class NetCDFIODriver(StorageDriver):
         mode = self.access_mode
         if mode is None:
             mode = "a" if os.path.isfile(self.file_name) else "w"
-        elif mode == "w" and self._ncfile is None and self._next_unlimited:
+        elif mode == "w" and self._opened:
             mode = "a"  # reopening after close() must never clobber
         if mode == "a" and not os.path.isfile(self.file_name):
             raise FileNotFoundError(f"{self.file_name}: no such file (access_mode 'a' needs an existing file)")
@@ -109,8 +117,7 @@ class NetCDFIODriver(StorageDriver):
         self._ncfile.set_auto_mask(False)
         self._groups = {"": self._ncfile}
         self._vars = {}
-        numbers = [int(m.group(1)) for m in map(_UNLIMITED.match, self._ncfile.dimensions) if m]
-        self._next_unlimited = max(numbers, default=-1) + 1
+        self._opened = True
 
     @property
     def ncfile(self) -> netCDF4.Dataset:
@@ -152,6 +159,9 @@ class NetCDFIODriver(StorageDriver):
                 raise TypeError(f"{whole or path}: '{'/'.join(walked)}' is a variable, not a directory")
             elif create:
                 self._check_writable()
+                if part in group.dimensions:
+                    raise ValueError(f"{whole or path}: '{'/'.join(walked)}' is a NetCDF dimension name there; "
+                                     "choose another name")
                 group = group.createGroup(part)
             else:
                 raise KeyError(f"{whole or path}: no directory '{'/'.join(walked)}'")
@@ -208,20 +218,17 @@ class NetCDFIODriver(StorageDriver):
             raise ValueError(f"{path}: cannot store shape {sig.row_shape}: NetCDF has no fixed zero-length axes")
         head, name = split_path(path)
         group = self._group(head, create=True, whole=path) if head else self.ncfile
-        ncfile = self.ncfile
+        if name in group.dimensions:
+            raise ValueError(f"{path}: '{name}' is a NetCDF dimension name there; choose another name")
         dims = []
         for n in sig.row_shape:
             dim = "scalar" if (n == 1 and sig.io_type not in ("numpy.ndarray", "iterable") and sig.type_attr != "numpy.ndarray") else f"iterable{n}"
-            if dim not in ncfile.dimensions:
-                ncfile.createDimension(dim, n)
-            dims.append(dim)
+            dims.append(self._dimension(group, name, dim, n))
         options: dict[str, Any] = {}
         if appendable:
-            unlimited = f"unlimited{self._next_unlimited}"
-            self._next_unlimited += 1
-            ncfile.createDimension(unlimited, None)
-            dims.insert(0, unlimited)
-            options["chunksizes"] = (chunk_rows(sig), *sig.row_shape)
+            dims.insert(0, self._dimension(group, name, self._unlimited_name(group, name), None))
+            rows = chunk_rows(sig)
+            options["chunksizes"] = (rows, *sig.row_shape)
         if sig.dtype is not TEXT:
             options["fill_value"] = False
         ncvar = group.createVariable(name, sig.dtype, tuple(dims), **options)
@@ -239,6 +246,34 @@ class NetCDFIODriver(StorageDriver):
         var = self._vars[path] = _Var(ncvar, sig, appendable)
         var.length = 0 if appendable else 1  # (a fixed variable always holds its one entry)
         return var
+
+    def _dimension(self, group: Any, var_name: str, dim: str, size: int | None) -> str:
+        """Dimension ``dim`` for a new variable ``var_name`` of ``group``, defined in that group.
+
+        Dimensions live beside their variables (layout 2): a dimension shared by
+        every variable of the file makes HDF5 rewrite its ever-growing list of
+        users at each creation, which costs time and file space quadratic in
+        the number of variables. A name already taken in the group by a
+        variable or subgroup (or the new variable's own) falls back to the root,
+        where older files keep theirs.
+        """
+        if dim in group.dimensions:
+            return dim
+        taken = dim == var_name or dim in group.variables or dim in group.groups
+        target = self.ncfile if taken else group
+        if dim not in target.dimensions:
+            target.createDimension(dim, size)
+        return dim
+
+    def _unlimited_name(self, group: Any, var_name: str) -> str:
+        """``unlimited<K>`` with K numbered across the file in creation order, free in ``group``."""
+        if self._next_unlimited is None:
+            self._next_unlimited = _last_unlimited(self.ncfile) + 1
+        while True:
+            name = f"unlimited{self._next_unlimited}"
+            self._next_unlimited += 1
+            if name != var_name and name not in group.variables and name not in group.groups:
+                return name
 
     def _prepare(self, path: str, stored: Signature, data: Any, verb: str) -> Any:
         """Check ``data`` against the ``stored`` signature and return the entry to assign on disk.
@@ -537,10 +572,23 @@ def _write_rows(ncvar: Any, start: int, block: np.ndarray) -> None:
 
 
 def _tune(ncvar: Any) -> None:
-    """Plain ndarrays on read (no masking) and a small chunk cache."""
+    """Plain ndarrays on read (no masking) and a chunk cache of a few chunks.
+
+    The cache holds the chunk that appends are filling; chunks larger than the
+    cache are written straight through, which is what large rows want.
+    """
     ncvar.set_auto_mask(False)
-    if ncvar.chunking() != "contiguous":
-        ncvar.set_var_chunk_cache(size=CHUNK_CACHE_BYTES)
+    chunking = ncvar.chunking()
+    if chunking != "contiguous":
+        itemsize = 16 if ncvar.dtype is str else ncvar.dtype.itemsize
+        chunk_bytes = int(np.prod(chunking, dtype=np.int64)) * itemsize
+        ncvar.set_var_chunk_cache(size=min(CHUNK_CACHE_BYTES, CACHED_CHUNKS * chunk_bytes), nelems=CACHE_SLOTS)
+
+
+def _last_unlimited(group: Any) -> int:
+    """The largest K of the ``unlimited<K>`` dimensions in ``group`` and below (-1: none)."""
+    numbers = [int(m.group(1)) for m in map(_UNLIMITED.match, group.dimensions) if m]
+    return max([*numbers, *(_last_unlimited(child) for child in group.groups.values()), -1])
 
 
 def _variable_path(path: str) -> str:

@@ -66,7 +66,7 @@ import numpy as np
 MIB_ELEMS = 131072  # float64 elements in a 1 MiB row
 ROW_BYTES = {"scalar": 8, "array3": 72, "mib": MIB_ELEMS * 8, "read": 8}
 WORKLOADS = ("scalar", "array3", "mib", "read")
-SCALAR_CHUNK = 4096  # the engine's chunk length for scalar variables, used for raw netCDF4 too
+SCALAR_CHUNK = 256  # the engine's chunk length for scalar variables, used for raw netCDF4 too
 READ_PREFILL = 100  # entries appended (untimed) before read(-1) is timed
 HANDROLLED_PROCS = 8
 
@@ -330,9 +330,12 @@ _LIVE_DAEMONS: set["Daemon"] = set()
 class Daemon:
     """A fresh ``nstored serve`` on a fresh file in a short temp dir; ``stop()`` by PID."""
 
-    def __init__(self, extra_args: tuple = (), python_args: tuple = ()):
+    def __init__(self, extra_args: tuple = (), python_args: tuple = (), source: str | None = None):
+        """``source``: serve a copy of this file instead of a new one."""
         self.dir = tempfile.mkdtemp(prefix="nsb", dir="/tmp")  # short: ipc paths max out near 100 chars
         self.file_name = os.path.join(self.dir, "bench.nc")
+        if source is not None:
+            shutil.copy(source, self.file_name)
         self.endpoint = f"ipc://{self.dir}/d.sock"
         self.log_path = os.path.join(self.dir, "daemon.log")
         self.peak_rss_mb: float | None = None
@@ -380,8 +383,8 @@ class Daemon:
             fields = fh.read().rsplit(")", 1)[1].split()  # after "(comm)", which may hold spaces
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    def stop(self) -> int | None:
-        """SIGTERM by PID and wait; SIGKILL on timeout; remove the temp dir."""
+    def stop(self, keep_as: str | None = None) -> int | None:
+        """SIGTERM by PID and wait; SIGKILL on timeout; remove the temp dir (``keep_as``: copy the file there first)."""
         if self.process.poll() is None:
             self.read_peak_rss()
             os.kill(self.pid, signal.SIGTERM)
@@ -397,6 +400,8 @@ class Daemon:
             print(f"  ! nstored pid {self.pid} exited with code {self.returncode}:\n{self.log()[-2000:]}",
                   file=sys.stderr)
         _LIVE_DAEMONS.discard(self)
+        if keep_as is not None and os.path.exists(self.file_name):
+            shutil.copy(self.file_name, keep_as)
         shutil.rmtree(self.dir, ignore_errors=True)
         return self.returncode
 

@@ -140,20 +140,20 @@ def test_unlimited_dimensions_keep_counting_after_reopen(open_store, tmp_path):
         assert dims_of(ds["third"])[0] == ("unlimited2", 1, True)
 
 
-# path, entry, expected chunk sizes: max(1, min(4096, 256 KiB // row bytes)) rows per chunk, 1024 for text
+# path, entry, expected chunk sizes: max(1, min(256, 256 KiB // row bytes)) rows per chunk, 256 for text
 CHUNKS = [
-    ("scalar_float", 1.5, [4096, 1]),
-    ("scalar_bool", True, [4096, 1]),
-    ("np_int8", np.int8(1), [4096, 1]),
-    ("quantity", Q(1.0, "kJ/mol"), [4096, 1]),
-    ("small_row", np.zeros(3), [4096, 3]),
-    ("row_400B", np.zeros(100, dtype=np.int32), [655, 100]),
+    ("scalar_float", 1.5, [256, 1]),
+    ("scalar_bool", True, [256, 1]),
+    ("np_int8", np.int8(1), [256, 1]),
+    ("quantity", Q(1.0, "kJ/mol"), [256, 1]),
+    ("small_row", np.zeros(3), [256, 3]),
+    ("row_400B", np.zeros(100, dtype=np.int32), [256, 100]),
     ("row_8000B", np.zeros(1000), [32, 1000]),
     ("row_16KiB_2d", np.zeros((64, 64), dtype=np.float32), [16, 64, 64]),
     ("row_256KiB", np.zeros(32768), [1, 32768]),
     ("row_1MiB", np.zeros(131072), [1, 131072]),
-    ("text", "abc", [1024, 1]),
-    ("dict", {"a": 1}, [1024, 1]),
+    ("text", "abc", [256, 1]),
+    ("dict", {"a": 1}, [256, 1]),
 ]
 
 
