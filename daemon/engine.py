@@ -205,9 +205,12 @@ class NetCDFIODriver(StorageDriver):
         head, name = split_path(path)
         group = self._group(head, create=True, whole=path) if head else self.ncfile
         ncfile = self.ncfile
-        dims = []
+        dims, bases = [], []
         for n in sig.row_shape:
-            dim = "scalar" if (n == 1 and sig.io_type not in ("numpy.ndarray", "iterable") and sig.type_attr != "numpy.ndarray") else f"iterable{n}"
+            base = "scalar" if (n == 1 and sig.io_type not in ("numpy.ndarray", "iterable") and sig.type_attr != "numpy.ndarray") else f"iterable{n}"
+            # One name per axis (xarray refuses most work on (iterable3, iterable3)): iterable3, iterable3_1, ...
+            dim = f"{base}_{bases.count(base)}" if base in bases else base
+            bases.append(base)
             if dim not in ncfile.dimensions:
                 ncfile.createDimension(dim, n)
             dims.append(dim)
