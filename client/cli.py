@@ -316,7 +316,10 @@ def _cmd_tail(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # Ctrl-C ends a follow: not an error
         return 0
     finally:
-        driver.close()
+        try:
+            driver.close()
+        except ConnectionError:
+            pass  # the daemon is gone, and tail only reads: nothing is lost
 
 
 def _json_default(value: Any) -> Any:
