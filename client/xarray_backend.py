@@ -186,10 +186,6 @@ def _holds_objects(spec: dict) -> bool:
     return spec["attrs"].get("IODriver_Type") in OBJECT_KINDS
 
 
-def _group_path(group: str | None) -> str:
-    return (group or "").strip("/")
-
-
 class NstoreBackendEntrypoint(BackendEntrypoint):
     """``engine="nstore"``: a live store through nstored, or a closed file, lazily."""
 
@@ -205,25 +201,13 @@ class NstoreBackendEntrypoint(BackendEntrypoint):
     def open_dataset(self, filename_or_obj: Any, *, drop_variables: str | Iterable[str] | None = None,
                      group: str | None = None, endpoint: str | None = None, keys: str | None = None,
                      timeout: float = DEFAULT_TIMEOUT_S, **decoders: Any) -> Dataset:
-        path = _group_path(group)
-        source = _Source(open_driver(filename_or_obj, endpoint, keys, timeout))
-        try:
-            cut = source.layout(path)
-        except BaseException:
-            source.release()
-            raise
+        source, path, cut = _open_cut(filename_or_obj, group, endpoint, keys, timeout)
         return _decoded(NstoreDataStore(source, path, cut[path]), drop_variables, decoders)
 
     def open_groups_as_dict(self, filename_or_obj: Any, *, drop_variables: str | Iterable[str] | None = None,
                             group: str | None = None, endpoint: str | None = None, keys: str | None = None,
                             timeout: float = DEFAULT_TIMEOUT_S, **decoders: Any) -> dict[str, Dataset]:
-        root = _group_path(group)
-        source = _Source(open_driver(filename_or_obj, endpoint, keys, timeout))
-        try:
-            cut = source.layout(root)
-        except BaseException:
-            source.release()
-            raise
+        source, root, cut = _open_cut(filename_or_obj, group, endpoint, keys, timeout)
         source.users = len(cut)
         out = {}
         for path, spec in cut.items():
@@ -233,6 +217,18 @@ class NstoreBackendEntrypoint(BackendEntrypoint):
 
     def open_datatree(self, filename_or_obj: Any, **kwargs: Any) -> Any:
         return datatree_from_dict_with_io_cleanup(self.open_groups_as_dict(filename_or_obj, **kwargs))
+
+
+def _open_cut(target: Any, group: str | None, endpoint: str | None, keys: str | None,
+              timeout: float) -> tuple[_Source, str, dict]:
+    """The source, the normalized group path, and the layout of that group and everything below it."""
+    path = (group or "").strip("/")
+    source = _Source(open_driver(target, endpoint, keys, timeout))
+    try:
+        return source, path, source.layout(path)
+    except BaseException:
+        source.release()
+        raise
 
 
 def _decoded(store: NstoreDataStore, drop_variables: Any, decoders: dict) -> Dataset:
