@@ -111,7 +111,8 @@ class NstoreArray(BackendArray):
             return self._raw(self.source.read(self.path), self.shape)[key]
         first, rest = key[0], key[1:]
         if isinstance(first, (int, np.integer)):
-            return self._rows(slice(first, first + 1))[(0, *rest)]
+            index = range(self.shape[0])[first]  # (IndexError beyond the cut)
+            return self._rows(slice(index, index + 1))[(0, *rest)]
         return self._rows(first)[(slice(None), *rest)]
 
     def _rows(self, which: slice) -> np.ndarray:

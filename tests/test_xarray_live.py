@@ -85,9 +85,10 @@ def test_indexing_a_lazy_variable_reads_only_that_slice(live):
     assert one.tolist() == [10.0, 10.0, 10.0]
     strided = ds["energy"][40:4:-12, 0].values  # a reversed, strided selection: one read of those entries
     assert strided.tolist() == [-40.0, -28.0, -16.0]
+    assert ds["energy"].isel(unlimited0=-1, scalar=0).values == -float(n - 1)
     after_reads, after_sent = _read_counters(daemon.endpoint)
-    assert after_reads - reads == 3
-    assert after_sent - sent == (5 + 4 * 3 + 3) * 8  # float64 entries: 5 energies, one 4x3 frame, 3 energies
+    assert after_reads - reads == 4
+    assert after_sent - sent == (5 + 4 * 3 + 3 + 1) * 8  # float64s: 5 energies, a 4x3 frame, 3 energies, 1 energy
     ds.close()
 
 
