@@ -33,24 +33,30 @@ def layout(engine: Any, path: str = "") -> dict:
         for part in path.split("/"):
             group = group.groups[part]
     out: dict[str, dict] = {}
-    _describe(group, path, out)
+    _describe(engine, group, path, out)
     return out
 
 
-def _describe(group: Any, path: str, out: dict) -> None:
-    out[path] = {"attrs": _attrs(group), "variables": {name: _variable(ncvar) for name, ncvar in group.variables.items()}}
+def _describe(engine: Any, group: Any, path: str, out: dict) -> None:
+    variables = {name: _variable(engine, ncvar, f"{path}/{name}" if path else name)
+                 for name, ncvar in group.variables.items()}
+    out[path] = {"attrs": _attrs(group), "variables": variables}
     for name, child in group.groups.items():
-        _describe(child, f"{path}/{name}" if path else name, out)
+        _describe(engine, child, f"{path}/{name}" if path else name, out)
 
 
-def _variable(ncvar: Any) -> dict:
+def _variable(engine: Any, ncvar: Any, path: str) -> dict:
     attrs = _attrs(ncvar)
+    readable = attrs.get("IODriver_Type") in KINDS
+    shape = list(ncvar.shape)
+    if readable and shape and int(attrs.get("IODriver_Appendable", 0)):
+        shape[0] = engine.variable_info(path)["length"]  # the entries reads see (the engine's count)
     return {
         "dims": list(ncvar.dimensions),
-        "shape": list(ncvar.shape),
+        "shape": shape,
         "dtype": "str" if ncvar.dtype is str else np.dtype(ncvar.dtype).str,
         "attrs": attrs,
-        "readable": attrs.get("IODriver_Type") in KINDS,
+        "readable": readable,
     }
 
 
