@@ -3,6 +3,7 @@
     nstore inspect FILE [--endpoint E] [--json]       the tree: groups, variables, kinds, types, units, metadata
     nstore read FILE PATH [--index I | --slice A:B]   print one variable (or entries of an appendable one)
     nstore snapshot FILE OUT.nc [--endpoint E]        copy a (live) file into a new, closed NetCDF file
+    nstore tail FILE PATH [-n N] [-f]                 the last N entries of an appendable variable; -f follows
 
 When a daemon serves FILE (its lock file names an endpoint that answers) or
 ``--endpoint`` is given, everything goes through that daemon, so a running
@@ -294,6 +295,22 @@ def _cmd_snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tail(args: argparse.Namespace) -> int:
+    from .tail import Printer, tail
+
+    driver, source = open_source(args.file, args.endpoint, args.timeout)
+    try:
+        return tail(Printer(driver, args.path, format_value, _entries_of), args.lines, args.follow,
+                    live=source["via"] == "nstored")
+    except KeyboardInterrupt:  # Ctrl-C ends a follow: not an error
+        return 0
+    finally:
+        try:
+            driver.close()
+        except ConnectionError:
+            pass  # the daemon is gone, and tail only reads: nothing is lost
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
@@ -339,6 +356,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="the new file (replaced if it exists)")
     common(p)
     p.set_defaults(func=_cmd_snapshot)
+
+    p = sub.add_parser("tail", help="the last entries of an appendable variable; -f follows new ones")
+    p.add_argument("file", help="the NetCDF file")
+    p.add_argument("path", help="an appendable variable, e.g. replica0/energy")
+    p.add_argument("-n", "--lines", type=int, default=10, help="how many of the last entries (default 10)")
+    p.add_argument("-f", "--follow", action="store_true", help="then print entries as they are appended, "
+                                                               "until Ctrl-C or the daemon stops")
+    common(p)
+    p.set_defaults(func=_cmd_tail)
     return parser
 
 

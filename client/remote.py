@@ -391,6 +391,11 @@ class RemoteDriver(StorageDriver):
     def read_metadata(self, path: str = "/") -> dict:
         return self._call("metadata", path)
 
+    def layout(self, path: str = "") -> dict:
+        """Dimensions, dtypes, shapes and raw attributes of ``path`` and its subgroups, in one cut
+        (see nstore.daemon.layout; used by the xarray backend)."""
+        return self._call("layout", path)
+
     def status(self) -> dict:
         """The daemon's status (pid, uptime, clients, ops applied, ...)."""
         return self._call("status", "")

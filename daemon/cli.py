@@ -3,7 +3,7 @@
     nstored serve FILE [--endpoint E]     foreground, logs to stderr
     nstored start FILE [--endpoint E]     background; returns once it accepts connections
     nstored stop FILE | ENDPOINT          drain, checkpoint, close, wait for exit
-    nstored status FILE | ENDPOINT [--json]
+    nstored status FILE | ENDPOINT [--json | --watch]
     nstored recover FILE                  replay the journal into the file, then exit
     nstored keygen DIR                    CurveZMQ key pairs for tcp
 """
@@ -167,6 +167,10 @@ def _stop(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    if args.watch:
+        from .watch import watch
+
+        return watch(lambda: _ask(args, "status"))
     status = _ask(args, "status")
     if status is None:
         return 1
@@ -286,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="CurveZMQ keys for a daemon that requires them (default $NSTORE_KEYS)")
         if name == "status":
             p.add_argument("--json", action="store_true", help="machine-readable output")
+            p.add_argument("--watch", action="store_true", help="a line each second (ops/s, clients, queue depth, "
+                                                                "journal bytes) until Ctrl-C or the daemon stops")
     keygen = sub.add_parser("keygen", help="create CurveZMQ server and client key pairs")
     keygen.add_argument("directory")
     keygen.set_defaults(func=_keygen)

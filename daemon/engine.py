@@ -220,9 +220,12 @@ class NetCDFIODriver(StorageDriver):
         group = self._group(head, create=True, whole=path) if head else self.ncfile
         if name in group.dimensions:
             raise ValueError(f"{path}: '{name}' is a NetCDF dimension name there; choose another name")
-        dims = []
+        dims, bases = [], []
         for n in sig.row_shape:
-            dim = "scalar" if (n == 1 and sig.io_type not in ("numpy.ndarray", "iterable") and sig.type_attr != "numpy.ndarray") else f"iterable{n}"
+            base = "scalar" if (n == 1 and sig.io_type not in ("numpy.ndarray", "iterable") and sig.type_attr != "numpy.ndarray") else f"iterable{n}"
+            # One name per axis (xarray refuses most work on (iterable3, iterable3)): iterable3, iterable3_1, ...
+            dim = f"{base}_{bases.count(base)}" if base in bases else base
+            bases.append(base)
             dims.append(self._dimension(group, name, dim, n))
         options: dict[str, Any] = {}
         if appendable:

@@ -26,6 +26,7 @@ from nstore.protocol.transport import file_identity
 
 from .clients import IDLE_S, ClientTable
 from .journal import Journal, journal_path
+from .layout import layout
 from .lock import DaemonLock
 from .recovery import recover
 from .security import check_endpoint, load_server_keys, secure_server
@@ -107,6 +108,7 @@ class Server:
         self._recent_peers: set[bytes] = set()  # connection identities; reset when large (counting only)
         self.ops_applied: Counter = Counter()
         self.bytes_written = 0
+        self.bytes_read = 0  # data sent by read ops (shows that lazy readers fetch only what they index)
         self.last_batch = 0
         log.info("serving %s on %s (pid %d)", self.file_name, self.endpoint, os.getpid())
 
@@ -373,7 +375,12 @@ class Server:
         self.bytes_written += _payload_bytes(data)
 
     def _op_read(self, path: str, index: Any = None) -> Any:
-        return bounded_read(self.engine, path, index, self.max_array_bytes)  # one reply may not stall the rest
+        value = bounded_read(self.engine, path, index, self.max_array_bytes)  # one reply may not stall the rest
+        self.bytes_read += _payload_bytes(value)
+        return value
+
+    def _op_layout(self, path: str) -> dict:
+        return layout(self.engine, path)
 
     def _op_add_metadata(self, path: str, name: str = "", value: Any = None) -> None:
         self.engine.add_metadata(name, value, path=path or "/")
@@ -409,6 +416,7 @@ class Server:
             "ops_per_s": round(total / uptime, 1) if uptime > 0 else 0.0,
             "queue_depth": self.last_batch,
             "bytes_written": self.bytes_written,
+            "bytes_read": self.bytes_read,
         }
 
     # --- shutdown --------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ OPS: dict[str, dict[str, tuple]] = {
     "metadata": {},
     "sync": {},
     "status": {},
+    "layout": {},  # dimensions, dtypes, shapes and raw attributes of a subtree (xarray backend)
     "shutdown": {},
 }
 # Ops that change the file (journaled, refused in read-only mode).

@@ -247,6 +247,7 @@ _HOSTILE_PATHS = [
     ("scalar", "reserved at the top level"),
     ("unlimited0", "reserved at the top level"),
     ("iterable3/x", "reserved at the top level"),
+    ("iterable3_1", "reserved at the top level"),  # the second axis of a square array
 ]
 
 

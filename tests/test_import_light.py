@@ -1,4 +1,4 @@
-"""``import nstore`` in a worker must stay light: no netCDF4, pint or OpenMM until they are used."""
+"""``import nstore`` in a worker must stay light: no netCDF4, pint, OpenMM or xarray until they are used."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-HEAVY = ("netCDF4", "pint", "openmm")
+HEAVY = ("netCDF4", "pint", "openmm", "xarray")  # (xarray imports nstore.xarray_backend, never the other way)
 
 
 def loaded_after(code: str) -> set[str]:
@@ -42,3 +42,10 @@ def test_the_probe_sees_heavy_modules_when_they_are_used():
     assert "netCDF4" in loaded_after("import nstore; nstore.NetCDFIODriver")
     assert "pint" in loaded_after("import nstore; nstore.ureg")
     assert "openmm" in loaded_after("import nstore; from nstore.units import to_openmm; to_openmm(nstore.ureg.Quantity(1.0, 'nm'))")
+
+
+def test_xarray_finds_the_nstore_engine_through_its_entry_point():
+    """engine="nstore" is registered by the package metadata; xarray imports the backend, not nstore."""
+    loaded = loaded_after("import xarray as xr; assert type(xr.backends.list_engines()['nstore']).__name__ "
+                          "== 'NstoreBackendEntrypoint'")
+    assert "nstore" in loaded

@@ -188,3 +188,64 @@ def test_writing_after_importing_pint_xarray_keeps_scalar_quantities_scalar(open
     assert ds["temperature"].dims == ("scalar",) and ds["temperature"].attrs["type"] == "float"
     assert ds["energies"].dims == ("unlimited0", "scalar") and ds["energies"].values[:, 0].tolist() == [-1.0, -2.0]
     assert quantify(ds)["energies"].data.units == KJ_MOL
+
+
+def test_square_arrays_get_one_dimension_name_per_axis(open_store, tmp_path):
+    """xarray warns that most of its functions fail on duplicate dimension names; new variables have none."""
+    store = open_store()
+    store.matrix.write(np.eye(3))
+    store.box.write(np.eye(3) * ureg.nanometer)
+    store.cube.write(np.zeros((2, 2, 2), dtype=np.int32))
+    store.frames.append(np.eye(3))
+    store.frames.append(2 * np.eye(3))
+    store.close()
+    path = tmp_path / "run.nc"
+    for engine in (None, "nstore"):  # the default engine, and nstore's reading the closed file
+        ds = _open(path, engine=engine)  # (fails on any warning, the duplicate-dimension one included)
+        assert ds["matrix"].dims == ("iterable3", "iterable3_1")
+        assert ds["box"].dims == ("iterable3", "iterable3_1")
+        assert ds["cube"].dims == ("iterable2", "iterable2_1", "iterable2_2")
+        assert ds["frames"].dims == ("unlimited0", "iterable3", "iterable3_1")
+        assert ds["frames"].sum("iterable3_1").values.tolist() == [[1.0] * 3, [2.0] * 3]  # reductions work
+    reopened = open_store()
+    assert np.array_equal(reopened.matrix.read(), np.eye(3))
+    assert np.array_equal(reopened.frames.read(), np.array([np.eye(3), 2 * np.eye(3)]))
+    reopened.frames.append(3 * np.eye(3))  # the existing variable keeps its dimensions
+
+
+def test_files_with_shared_dimension_names_still_read(tmp_path, driver_kind, daemon_factory):
+    """Files written before (and by the classic layer) use (iterable3, iterable3): they keep reading and growing."""
+    import netCDF4
+
+    from nstore import NetCDFIODriver, StorageInterface, connect
+
+    path = tmp_path / "old.nc"
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.createDimension("iterable3", 3)
+        nc.createDimension("unlimited0", None)
+        for name, dims, value in (("matrix", ("iterable3", "iterable3"), np.eye(3)),
+                                  ("frames", ("unlimited0", "iterable3", "iterable3"), np.array([np.eye(3)]))):
+            var = nc.createVariable(name, np.float64, dims)
+            var[...] = value
+            var.setncatts({"IODriver_Type": "numpy.ndarray", "type": "float64", "IODriver_Unit": "NoneType",
+                           "IODriver_Storage_Type": "variables", "IODriver_Appendable": int(len(dims) == 3)})
+    if driver_kind == "inprocess":
+        driver = NetCDFIODriver(str(path))
+    else:
+        daemon = daemon_factory(path)
+        driver = connect(daemon.endpoint, timeout=30)
+    store = StorageInterface(driver)
+    try:
+        assert np.array_equal(store.matrix.read(), np.eye(3))
+        store.frames.append(2 * np.eye(3))
+        assert np.array_equal(store.frames.read(-1), 2 * np.eye(3))
+        if driver_kind == "remote":
+            with pytest.warns(UserWarning, match="Duplicate dimension names"):  # what xarray says of such files
+                with xr.open_dataset(path, engine="nstore") as ds:
+                    assert ds["frames"].dims == ("unlimited0", "iterable3", "iterable3")
+                    assert np.array_equal(ds["frames"].values[-1], 2 * np.eye(3))
+    finally:
+        store.close()
+    with pytest.warns(UserWarning, match="Duplicate dimension names"):
+        with xr.open_dataset(path, engine="nstore") as ds:
+            assert np.array_equal(ds["matrix"].values, np.eye(3))
