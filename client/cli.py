@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from nstore.protocol.api import StorageDriver
-from nstore.protocol.endpoints import read_lock, real_path
+from nstore.protocol.endpoints import is_endpoint, read_lock, real_path
 
 from . import inspect as _inspect
 
@@ -43,8 +43,12 @@ BLOCK_BYTES = 32 * 1024 * 1024  # snapshot copies appendable variables in blocks
 TEXT_ROW_BYTES = 1024  # assumed size of one str/dict entry when sizing blocks
 
 
-class CLIError(Exception):
+class CLIError(ValueError):
     """A user-facing error: printed without a traceback, exit status 1."""
+
+
+class NoSuchFile(CLIError, FileNotFoundError):
+    """The file to read is not there (a FileNotFoundError for the xarray backend's callers)."""
 
 
 # --- opening a file -------------------------------------------------------------------------------
@@ -63,12 +67,12 @@ def open_source(file_name: str, endpoint: str | None = None, timeout: float = DE
 
     from .remote import connect
 
-    if endpoint:
-        driver = connect(endpoint, timeout=timeout, connect_timeout=timeout, keys=keys)
-        if file_name and real_path(file_name) != driver.file_name:
+    if endpoint or is_endpoint(file_name):
+        driver = connect(endpoint or file_name, timeout=timeout, connect_timeout=timeout, keys=keys)
+        if endpoint and file_name and real_path(file_name) != driver.file_name:
             driver.close()
             raise CLIError(f"{endpoint} serves {driver.file_name}, not {real_path(file_name)}")
-        return driver, {"via": "nstored", "endpoint": endpoint, "pid": driver.daemon_pid}
+        return driver, {"via": "nstored", "endpoint": driver.endpoint, "pid": driver.daemon_pid}
     if read_lock(file_name) is not None:
         try:
             driver = connect(file_name, timeout=timeout, connect_timeout=LOCK_PROBE_TIMEOUT_S, keys=keys)
@@ -79,7 +83,7 @@ def open_source(file_name: str, endpoint: str | None = None, timeout: float = DE
         else:
             return driver, {"via": "nstored", "endpoint": driver.endpoint, "pid": driver.daemon_pid}
     if not os.path.isfile(file_name):
-        raise CLIError(f"{file_name}: no such file")
+        raise NoSuchFile(f"{file_name}: no such file")
     from nstore.daemon.engine import NetCDFIODriver  # netCDF4 only here
 
     return NetCDFIODriver(file_name, access_mode="r"), {"via": "file"}
@@ -298,7 +302,7 @@ def _cmd_snapshot(args: argparse.Namespace) -> int:
 def _cmd_tail(args: argparse.Namespace) -> int:
     from .tail import Printer, tail
 
-    driver, source = open_source(args.file, args.endpoint, args.timeout)
+    driver, source = open_source(args.file, args.endpoint, args.timeout, args.keys)
     try:
         return tail(Printer(driver, args.path, format_value, _entries_of), args.lines, args.follow,
                     live=source["via"] == "nstored")

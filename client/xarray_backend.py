@@ -27,11 +27,9 @@ from xarray.backends.store import StoreBackendEntrypoint
 from xarray.coding.strings import create_vlen_dtype
 from xarray.core import indexing
 
-from nstore.protocol.endpoints import is_endpoint, read_lock, real_path
 from nstore.protocol.units import is_quantity
 
 DEFAULT_TIMEOUT_S = 60.0
-LOCK_PROBE_TIMEOUT_S = 3.0  # a daemon named in the lock file that does not answer this fast is taken as gone
 OBJECT_KINDS = ("dict", "yaml")  # YAML text on disk, decoded objects in the dataset
 OMITTED_ATTR = "nstore_omitted"  # names of variables nstore cannot read (foreign IODriver_Type)
 
@@ -64,29 +62,11 @@ class _Source:
 
 def open_driver(target: str, endpoint: str | None = None, keys: str | None = None,
                 timeout: float = DEFAULT_TIMEOUT_S) -> Any:
-    """A driver for ``target``: the daemon at ``endpoint``, else the one serving the file, else the file.
+    """A driver for ``target``: the daemon at ``endpoint``, else the one serving the file, else the file
+    (read-only, in-process) -- the way ``nstore inspect/read/tail`` reach it."""
+    from .cli import open_source
 
-    The file is then opened read-only in-process (netCDF4 is imported only here).
-    """
-    from .remote import connect
-
-    target = os.fspath(target)
-    if endpoint or is_endpoint(target):
-        driver = connect(endpoint or target, keys=keys, timeout=timeout, connect_timeout=timeout)
-        if endpoint and target and real_path(target) != driver.file_name:
-            driver.close()
-            raise ValueError(f"{endpoint} serves {driver.file_name}, not {real_path(target)}")
-        return driver
-    if read_lock(target) is not None:
-        try:
-            return connect(target, keys=keys, timeout=timeout, connect_timeout=LOCK_PROBE_TIMEOUT_S)
-        except ConnectionError:
-            pass  # stale lock: that daemon is gone; read the file itself
-    if not os.path.isfile(target):
-        raise FileNotFoundError(f"{target}: no such file")
-    from nstore.daemon.engine import NetCDFIODriver
-
-    return NetCDFIODriver(target, access_mode="r")
+    return open_source(os.fspath(target), endpoint, timeout, keys)[0]
 
 
 class NstoreArray(BackendArray):
