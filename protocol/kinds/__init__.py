@@ -29,7 +29,7 @@ _BY_CLASS: dict[type, tuple[Kind, ...]] = {
     cls: tuple(k for k in KINDS.values() if cls in k.py_types) for kind in KINDS.values() for cls in kind.py_types}
 _OPEN = tuple(k for k in KINDS.values() if not k.py_types)  # kinds matched by more than an exact class
 # The msgpack extension types of stored values, one per code (list and tuple kinds share the tuple's).
-WIRES: tuple[Wire, ...] = tuple({k.wire.code: k.wire for k in KINDS.values() if k.wire is not None}.values())
+WIRES: tuple[Wire, ...] = tuple(sorted({k.wire for k in KINDS.values() if k.wire is not None}, key=lambda w: w.code))
 
 
 def signature(value: Any) -> Signature:
