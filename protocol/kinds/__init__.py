@@ -55,6 +55,7 @@ def describe(sig: Signature) -> str:
 
 
 def shape_text(sig: Signature) -> str:
+    """An entry shape as error messages print it: ``(3,)``."""
     return str(tuple(sig.row_shape))
 
 
