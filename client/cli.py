@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from nstore.protocol import kinds
 from nstore.protocol.api import StorageDriver
 from nstore.protocol.endpoints import is_endpoint, read_lock, real_path
 
@@ -169,23 +170,11 @@ def _request(driver: StorageDriver, ops: list, timeout: float) -> list:
 
 def _entries_of(value: Any, info: dict) -> list:
     """The stacked form ``read(slice)`` returns, split back into the entries that were appended."""
-    io_type, type_attr = info["io_type"], info["type"]
-    if io_type in ("int", "float", "bool"):
-        return value.tolist()  # Python numbers, as they were appended
-    if io_type == "quantity":
-        from nstore.protocol.units import registry
-
-        Q, units, magnitude = registry().Quantity, value.units, value.magnitude
-        if type_attr == "int":
-            return [Q(int(x), units) for x in magnitude]
-        if type_attr == "float":
-            return [Q(float(x), units) for x in magnitude]
-        return [Q(row, units) for row in magnitude]
-    return list(value)  # numpy scalars, arrays (rows), str/dict/list/tuple entries
+    return kinds.KINDS[info["io_type"]].entries_of(value, info["type"])
 
 
 def _rows_per_block(info: dict) -> int:
-    if info["io_type"] in ("str", "dict", "yaml"):
+    if kinds.KINDS[info["io_type"]].storage == "text":
         return max(1, BLOCK_BYTES // TEXT_ROW_BYTES)
     return max(1, BLOCK_BYTES // (8 * int(np.prod(info["shape"] or [1]))))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
+from nstore.protocol import kinds
 from nstore.protocol.api import StorageDriver
 
 
@@ -27,26 +28,13 @@ def walk(driver: StorageDriver, path: str = "") -> Iterator[tuple[str, dict | No
 
 def python_type(info: dict) -> str:
     """The Python type ``read()`` gives for one entry: ``float``, ``numpy.ndarray[float32]``, ``pint.Quantity[float]``."""
-    io_type, type_attr = info["io_type"], info["type"]
-    if io_type == "numpy.ndarray":
-        return f"numpy.ndarray[{type_attr}]"
-    if io_type == "numpy.scalar":
-        return f"numpy.{type_attr}"
-    if io_type == "quantity":  # pint has no list magnitudes: classic list/tuple quantities read as arrays
-        return f"pint.Quantity[{'numpy.ndarray' if type_attr in ('list', 'tuple') else type_attr}]"
-    return type_attr  # int, float, bool, str, dict; list/tuple (numeric or yaml)
-
-
-def _has_shape(info: dict) -> bool:
-    if info["io_type"] == "quantity":
-        return info["type"] in ("numpy.ndarray", "list", "tuple")
-    return info["io_type"] in ("numpy.ndarray", "iterable")
+    return kinds.python_type(info["io_type"], info["type"])
 
 
 def describe(info: dict) -> str:
     """``appendable pint.Quantity[float] x1000 [kilojoule/mole]``-style summary of one variable."""
     kind = "appendable" if info["appendable"] else "fixed"
-    shape = "x".join(map(str, info["shape"])) if _has_shape(info) else ""
+    shape = "x".join(map(str, info["shape"])) if kinds.has_shape(info["io_type"], info["type"]) else ""
     if info["appendable"]:
         size = f" x{info['length']}" + (f" of shape {shape}" if shape else "")
     else:

@@ -19,10 +19,9 @@ import uuid
 import weakref
 from typing import Any
 
-import numpy as np
 import zmq
 
-from nstore.protocol import PROTOCOL_VERSION
+from nstore.protocol import PROTOCOL_VERSION, kinds
 from nstore.protocol.api import StorageDriver, StorageVariable
 from nstore.protocol.endpoints import is_endpoint, pid_alive, real_path
 from nstore.protocol.errors import ProtocolError, UnsupportedTypeError, error_from_wire
@@ -474,17 +473,12 @@ def _spawn(file_name: str) -> None:
 
 def _owned(value: Any) -> Any:
     """A copy of array data the caller may reuse before a pipelined op is sent."""
-    if isinstance(value, np.ndarray):
-        return value.copy()
-    magnitude = getattr(value, "magnitude", None)
-    if isinstance(magnitude, np.ndarray):
-        return type(value)(magnitude.copy(), value.units)
-    return value
+    return kinds.owned(value)
 
 
 def _size(args: dict) -> int:
-    value = args.get("data", args.get("value"))
-    return int(getattr(value, "nbytes", 0)) or 64
+    """Bytes a pipelined op adds to its batch: its data as the daemon counts it, at least 64."""
+    return max(64, kinds.payload_bytes(args.get("data", args.get("value")), PIPELINE_MAX_BYTES))
 
 
 def _name_operation(exc: BaseException, op: tuple) -> BaseException:
