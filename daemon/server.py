@@ -22,6 +22,7 @@ from nstore.protocol.endpoints import default_endpoint, real_path
 from nstore.protocol.errors import ProtocolError
 from nstore.protocol.errors import error_to_wire
 from nstore.protocol.messages import MUTATING_OPS, Op, decode_request, encode_reply_body
+from nstore.protocol.kinds import payload_bytes as _payload_bytes
 from nstore.protocol.transport import file_identity
 
 from .clients import IDLE_S, ClientTable
@@ -30,7 +31,7 @@ from .layout import layout
 from .lock import DaemonLock
 from .recovery import recover
 from .security import check_endpoint, load_server_keys, secure_server
-from .sizes import bounded_read, payload_bytes as _payload_bytes
+from .sizes import bounded_read
 
 log = logging.getLogger("nstored")
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from nstore.protocol.paths import normalize_path
-from nstore.protocol.units import is_quantity
+from nstore.protocol.kinds import payload_bytes
 
 TEXT_TYPES = frozenset({"str", "dict", "yaml"})  # IODriver_Type of variables stored as text
 _ITEM_BYTES = 8  # what every number, container and string costs at least in a reply
@@ -58,35 +58,6 @@ def _itemsize(type_attr: str) -> int:
         return np.dtype(type_attr).itemsize  # numpy types, 'int', 'float', 'bool'
     except TypeError:
         return _ITEM_BYTES  # lists, tuples, quantities of arrays: at most 8 bytes per number
-
-
-_SCALARS = frozenset({float, int, bool, type(None)})
-
-
-def payload_bytes(value: Any, limit: int = 1 << 62, item_bytes: int = 0) -> int:
-    """Bytes of data in ``value`` as it would be stored (arrays: nbytes; numbers: 8; text: its
-    length) plus ``item_bytes`` per item, walking lists, tuples, dicts and quantities; stops
-    counting once past ``limit``."""
-    if type(value) in _SCALARS:
-        return 8 + item_bytes  # the common case
-    total, stack = 0, [value]
-    while stack and total <= limit:
-        item = stack.pop()
-        total += item_bytes
-        if isinstance(item, np.ndarray):
-            total += item.nbytes
-        elif isinstance(item, (list, tuple)):
-            stack.extend(item)
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, (str, bytes)):
-            total += len(item)
-        elif is_quantity(item):
-            stack.append(item.magnitude)
-        elif item is not None:
-            total += 8
-    return total
 
 
 def _too_big(path: str, info: dict, count: int, size: int, limit: int, row_bytes: int) -> ValueError:

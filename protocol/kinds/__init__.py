@@ -96,17 +96,18 @@ def _measuring_kind(item: Any) -> Kind | None:
         return kind
 
 
-def payload_bytes(value: Any, limit: int = 1 << 62) -> int:
+def payload_bytes(value: Any, limit: int = 1 << 62, item_bytes: int = 0) -> int:
     """Bytes of data in ``value`` as it would be stored (arrays: nbytes; numbers: 8; text: its
-    length), walking lists, tuples, dicts and quantities; stops counting once past ``limit``."""
+    length) plus ``item_bytes`` per item, walking lists, tuples, dicts and quantities; stops
+    counting once past ``limit``."""
     if type(value) in _SCALARS:
-        return 8  # the common case
+        return 8 + item_bytes  # the common case
     total, stack = 0, [value]
     while stack and total <= limit:
         item = stack.pop()
         kind = _measuring_kind(item)
         nbytes, inside = _other_payload(item) if kind is None else kind.payload(item)
-        total += nbytes
+        total += nbytes + item_bytes
         stack.extend(inside)
     return total
 
