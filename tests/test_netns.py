@@ -116,12 +116,15 @@ def run_clients(hosts: NetnsHosts, plan: list[tuple[str, dict]]) -> list[dict]:
 
 
 def test_clients_on_two_nodes_write_exactly_once(hosts, keys, tmp_path, daemon_factory):
-    """Sync and pipelined clients on node1 and node2, over tcp + CurveZMQ to the head: every entry once, in order."""
+    """Sync and pipelined clients on node1 and node2, over tcp + CurveZMQ to the head: every entry once, in order.
+
+    The daemon binds every interface of the head, as the README's head-node recipe does; node1's clients
+    connect to ``tcp://<head's name>:5555``, node2's find the daemon from the file's lock (shared file system)."""
     file_name = str(tmp_path / "run.nc")
-    endpoint = head_endpoint(hosts)
-    daemon = daemon_factory(file_name, "--keys", keys, endpoint=endpoint, prefix=hosts.prefix("head"))
+    daemon = daemon_factory(file_name, "--keys", keys, endpoint=f"tcp://0.0.0.0:{PORT}", prefix=hosts.prefix("head"))
     n = 200
-    plan = [(host, {"endpoint": endpoint, "keys": keys, "pipeline": pipeline, "cid": cid, "n": n})
+    targets = {"node1": f"tcp://{hosts.hostname('head')}:{PORT}", "node2": file_name}
+    plan = [(host, {"endpoint": targets[host], "keys": keys, "pipeline": pipeline, "cid": cid, "n": n})
             for cid, (host, pipeline) in enumerate([("node1", False), ("node1", True), ("node2", False),
                                                     ("node2", True)])]
     reports = run_clients(hosts, plan)
@@ -242,3 +245,25 @@ def test_mpi_ranks_on_three_hosts(hosts, workdir):
     assert f"via tcp (tcp://{hosts.hostname('head')}:" in out, out
     assert f"hosts {hosts.hostname('head')},{hosts.hostname('node1')},{hosts.hostname('node2')}" in out, out
     assert read_lock(file_name) is None, "the daemon rank 0 started is still running"
+
+
+def test_mpi_job_on_compute_nodes_uses_the_head_nodes_daemon(hosts, keys, workdir):
+    """The README's head-node recipe under MPI: `nstored start` on the head, bound to every interface with
+    keys; a job whose ranks run on node1 and node2 only calls open_store(keys=...), which finds the daemon
+    from the file's lock, connects every rank to the head by name, and leaves the daemon running."""
+    file_name = str(workdir / "run.nc")
+    head = hosts.prefix("head")
+    started = nstored("start", file_name, "--endpoint", f"tcp://0.0.0.0:{PORT}", "--keys", keys, prefix=head)
+    assert started.returncode == 0, started.stderr
+    pid = read_lock(file_name)["pid"]
+    names = ",".join(hosts.hostname(h) for h in ("node1", "node2"))
+    rc, out, _ = run_mpi("append_check.py", file_name, "--across-hosts", "--keys", keys, "--expect-started", "0",
+                         "--daemon-host", hosts.hostname("head"), "--steps", "30", prefix=hosts.prefix("node1"),
+                         mpiexec_args=["-launcher", "ssh", "-launcher-exec", str(HERE / "netns_launcher.sh"),
+                                       "-hosts", names])
+    assert rc == 0, out
+    assert f"via tcp (tcp://{hosts.hostname('head')}:{PORT})" in out, out
+    assert read_lock(file_name)["pid"] == pid, "the head's daemon should still serve the file"
+    stopped = nstored("stop", "--endpoint", f"tcp://127.0.0.1:{PORT}", "--keys", keys, prefix=head)
+    assert stopped.returncode == 0, stopped.stderr
+    assert read_lock(file_name) is None
