@@ -127,8 +127,8 @@ class Worker:
                "max": max_ops, "side": self.side, "stop": self.stop_file, "path": PATH, "row": ROW,
                "exit_on_disconnect": exit_on_disconnect}
         self._err = open(self.err_path, "wb")
-        self.process = subprocess.Popen([*prefix, sys.executable, "-c", WORKER, json.dumps(cfg)], stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.PIPE, stderr=self._err)
+        self.process = subprocess.Popen([*prefix, sys.executable, "-c", WORKER, json.dumps(cfg)],
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._err)
         self.pid = self.process.pid
 
     def acked(self) -> list[tuple[int, ...]]:

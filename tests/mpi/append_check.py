@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("file")
     parser.add_argument("--multi-node", action="store_true")
     parser.add_argument("--across-hosts", action="store_true",
-                        help="ranks really run on several hosts (tests/test_netns.py): expect tcp + keys to rank 0's host")
+                        help="ranks run on several hosts (tests/test_netns.py): expect tcp + keys to rank 0's host")
     parser.add_argument("--pipeline", action="store_true")
     parser.add_argument("--keys", help="an `nstored keygen` directory for open_store (default: generated)")
     parser.add_argument("--daemon-host", help="with --across-hosts: the host of a daemon someone else started")
