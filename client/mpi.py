@@ -298,7 +298,9 @@ def _rank0_prepare(file_name: str, mode: str, one_host: bool, rank0_host: str, h
     existing = _existing_endpoint(path, keys, connect_kwargs)
     if existing is not None:
         endpoint, identity = existing
-        return {**_reuse_plan(path, endpoint, mode, one_host, rank0_host, host, keys), "identity": identity}
+        daemon_host = (read_lock(path) or {}).get("host") or rank0_host
+        return {**_reuse_plan(path, endpoint, mode, one_host, rank0_host, host, keys, daemon_host),
+                "identity": identity}
 
     if mode == "ipc":
         _start_daemon(path, [])
@@ -345,7 +347,9 @@ def _existing_endpoint(path: str, keys: str | None, connect_kwargs: dict) -> tup
             and not pid_alive(info["pid"]):
         return None  # stale lock file of a killed daemon
     endpoint = info["endpoint"]
-    probe_endpoint = _replace_wildcard(endpoint, "127.0.0.1")
+    # a wildcard bind is reached on loopback from the daemon's own host, by its host name from any other
+    probe_endpoint = _replace_wildcard(endpoint, "127.0.0.1" if info.get("host") in (None, socket.gethostname())
+                                       else info["host"])
     try:
         reply = hello(probe_endpoint, timeout=connect_kwargs.get("connect_timeout", 5.0),
                       keys=keys if endpoint.startswith("tcp://") else None)
@@ -357,14 +361,17 @@ def _existing_endpoint(path: str, keys: str | None, connect_kwargs: dict) -> tup
 
 
 def _reuse_plan(path: str, endpoint: str, mode: str, one_host: bool, rank0_host: str, host: str | None,
-                keys: str | None) -> dict:
-    """Connect every rank to a daemon someone else started (and leave it running at close)."""
+                keys: str | None, daemon_host: str) -> dict:
+    """Connect every rank to a daemon someone else started (and leave it running at close).
+
+    ``daemon_host``: where it runs (its lock file says), e.g. a head node none of the ranks runs on."""
     if endpoint.startswith("tcp://"):
         hostname = urlsplit(endpoint).hostname or ""
         if not one_host and (hostname in ("127.0.0.1", "localhost", "::1")):
             raise ConnectionError(f"{path} is already served by nstored at {endpoint}, bound to loopback: ranks "
                                   f"on other hosts cannot reach it; stop it (`nstored stop {path}`) first")
-        target = _replace_wildcard(endpoint, "127.0.0.1" if one_host else (host or rank0_host))
+        local = one_host and daemon_host == rank0_host
+        target = _replace_wildcard(endpoint, host or ("127.0.0.1" if local else daemon_host))
         plan = {"file_name": path, "mode": "tcp", "endpoint": target, "started": False}
         if keys is not None:
             plan.update(keys_dir=keys, key_files=_read_keys(keys))

@@ -30,6 +30,8 @@ from nstore.protocol.transport import (WrongDaemonError, client_keys, endpoint_f
                                        verify_serves)
 from nstore.protocol.values import check_storable_type, pack
 
+from .linkwatch import LinkWatch
+
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
 DEFAULT_GRACE_S = 30.0
@@ -114,6 +116,7 @@ class RemoteDriver(StorageDriver):
         self.pipeline = pipeline
         self._pid = -1
         self._socket: zmq.Socket | None = None
+        self._watch: LinkWatch | None = None
         self._next_id = 0
         self._lock = threading.RLock()
         self._closed = False
@@ -153,33 +156,42 @@ class RemoteDriver(StorageDriver):
                 self._reset_queues()
             self._pid = os.getpid()
             self._client_id = f"{socket.gethostname()}:{self._pid}:{uuid.uuid4().hex[:8]}"
-            self._socket = None
+            self._socket = self._watch = None
         if self._socket is None:
             if self._ipc_path and not os.path.exists(self._ipc_path):
                 raise ConnectionError(f"no nstored listens at {self.endpoint}")
             sock = zmq.Context.instance().socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 5000)  # at exit, give queued messages time to leave
-            if self._ipc_path:
-                # Never let this socket reconnect to a restarted daemon by itself: it
-                # would deliver requests sent after the crash before the lost earlier
-                # ones are resent, breaking this client's order. _ride_through()
-                # reconnects with a fresh socket and resends in order instead.
-                sock.setsockopt(zmq.RECONNECT_IVL, -1)
-                sock.setsockopt(zmq.SNDTIMEO, int(POLL_SLICE_S * 1000))
+            # Never let this socket reconnect to a restarted daemon by itself: it
+            # would deliver requests sent after the crash before the lost earlier
+            # ones are resent, breaking this client's order. _ride_through()
+            # reconnects with a fresh socket and resends in order instead.
+            sock.setsockopt(zmq.RECONNECT_IVL, -1)
+            sock.setsockopt(zmq.SNDTIMEO, int(POLL_SLICE_S * 1000))
+            if self._ipc_path is None:
+                self._watch = LinkWatch(sock)  # tcp: no pid to watch; heartbeats and a monitor instead
             if self.keys:
                 secure_client(sock, self.keys)
             sock.connect(self.endpoint)
             self._socket = sock
         return self._socket
 
+    def _drop_socket(self) -> None:
+        """Close this process's socket (unsent messages are dropped); the next _sock() opens a fresh one."""
+        if self._watch is not None:
+            self._watch.close()
+        if self._socket is not None:
+            self._socket.close(linger=0)
+        self._socket = self._watch = None
+
     @property
     def _ipc_path(self) -> str | None:
         return self.endpoint[len("ipc://"):] if self.endpoint.startswith("ipc://") else None
 
     def _daemon_gone(self) -> bool:
-        """True when the local daemon we talk to has died (its socket or process vanished)."""
+        """True when the daemon we talk to is gone: ipc, its socket or process vanished; tcp, the connection."""
         if self._ipc_path is None:
-            return False
+            return self._watch is not None and self._watch.lost()
         return not os.path.exists(self._ipc_path) or (self.daemon_pid > 0 and not pid_alive(self.daemon_pid))
 
     def _ride_through(self) -> None:
@@ -188,9 +200,7 @@ class RemoteDriver(StorageDriver):
         Requests keep their client id and request id, and the daemon remembers
         what it acknowledged, so a resent append is answered, never applied twice.
         """
-        if self._socket is not None:
-            self._socket.close(linger=0)
-            self._socket = None
+        self._drop_socket()
         deadline = time.monotonic() + self.grace
         while True:
             try:
@@ -203,10 +213,10 @@ class RemoteDriver(StorageDriver):
             except WrongDaemonError:  # another file's daemon took the endpoint: never resend to it
                 raise
             except (ConnectionError, zmq.Again):  # not back yet, or gone again while we resent
-                if self._socket is not None:
-                    self._socket.close(linger=0)
-                    self._socket = None
+                self._drop_socket()
                 if time.monotonic() >= deadline:
+                    if self.daemon_pid == -1:  # first contact: nothing to ride through
+                        raise ConnectionError(f"no nstored answered at {self.endpoint}") from None
                     lost = sum(len(ops) for ops, _ in self._in_flight.values())
                     raise ConnectionError(
                         f"nstored at {self.endpoint} went away and did not come back within {self.grace:g} s "
@@ -235,7 +245,7 @@ class RemoteDriver(StorageDriver):
             try:
                 sock.send_multipart(frames, copy=False)
                 return request_id
-            except zmq.Again:  # no daemon to take it (ipc sockets only; see _sock)
+            except zmq.Again:  # no daemon to take it (the connection is gone; see _sock)
                 if self._daemon_gone():
                     self._ride_through()  # resends everything in flight, this request included
                     return request_id
@@ -258,9 +268,7 @@ class RemoteDriver(StorageDriver):
                 self._ride_through()
                 deadline = time.monotonic() + timeout
             elif time.monotonic() >= deadline:
-                # Drop the socket: a late reply must not be taken for a later request's.
-                sock.close(linger=0)
-                self._socket = None
+                self._drop_socket()  # a late reply must not be taken for a later request's
                 lost = sum(len(ops) for ops, _ in self._in_flight.values())
                 self._in_flight.clear()
                 raise ConnectionError(f"nstored at {self.endpoint} did not answer within {timeout:g} s "
@@ -412,8 +420,10 @@ class RemoteDriver(StorageDriver):
             self.flush()
         finally:
             if self._socket is not None and self._pid == os.getpid():
+                if self._watch is not None:
+                    self._watch.close()
                 self._socket.close()
-            self._socket, self._closed = None, True
+            self._socket, self._watch, self._closed = None, None, True
             _live_pipelines.discard(self)
 
     def __repr__(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -14,6 +15,13 @@ from nstore.protocol.endpoints import pid_alive
 from nstore.protocol.transport import call
 
 START_TIMEOUT_S = 30.0
+
+
+def free_port(host: str) -> int:
+    """A tcp port nothing listens on at ``host`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
 
 
 def answers(endpoint: str, timeout: float = 0.5, keys: str | None = None) -> bool:
@@ -50,29 +58,35 @@ def stop_pid(pid: int, timeout: float = 15.0) -> None:
 
 
 class Daemon:
-    """``nstored serve FILE --endpoint ipc://<short temp dir>/d.sock`` (or ``endpoint``) as a child process."""
+    """``nstored serve FILE --endpoint ipc://<short temp dir>/d.sock`` (or any endpoint) as a child process."""
 
     def __init__(self, file_name: str, *extra_args: str, endpoint: str | None = None,
-                 env: dict[str, str] | None = None, keys: str | None = None):
+                 env: dict[str, str] | None = None, prefix: list[str] | tuple = ()):
         """``env``: extra environment variables for the daemon (added to this process's environment);
-        ``keys``: the CurveZMQ keys a tcp daemon wants (this helper's readiness probe uses them)."""
+        ``prefix``: a command that execs the daemon (e.g. into a network namespace; it must exec, not fork)."""
         self.file_name = str(file_name)
         self._sock_dir = tempfile.mkdtemp(prefix="nst")  # short: ipc paths max out near 100 chars
         self.endpoint = endpoint or f"ipc://{self._sock_dir}/d.sock"
         self.log_path = os.path.join(self._sock_dir, "daemon.log")
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "nstore.daemon.cli", "serve", self.file_name, "--endpoint", self.endpoint, *extra_args],
+            [*prefix, sys.executable, "-m", "nstore.daemon.cli", "serve", self.file_name, "--endpoint", self.endpoint,
+             *extra_args],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
             env=None if env is None else {**os.environ, **env},
         )
         self.pid = self.process.pid
         deadline = time.monotonic() + START_TIMEOUT_S
-        while not answers(self.endpoint, keys=keys):
+        while not self._ready():
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"nstored did not start (exit {self.process.returncode}):\n{self.log()}")
             time.sleep(0.05)
+
+    def _ready(self) -> bool:
+        if self.endpoint.startswith("ipc://"):
+            return os.path.exists(self.endpoint[6:]) and answers(self.endpoint)
+        return "serving " in self.log()  # tcp (maybe in another network namespace): logged once bound
 
     def log(self) -> str:
         """The daemon's output so far (still readable after stop() removed the temp dir)."""

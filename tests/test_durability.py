@@ -47,6 +47,8 @@ import pytest
 from nstore import NetCDFIODriver, connect
 from nstore.daemon.journal import Journal, journal_path, read_records
 
+from daemons import free_port
+
 SEED = int(os.environ.get("NSTORE_TEST_SEED", random.SystemRandom().randrange(1 << 30)))
 ROW = 128 * 1024  # float64 entries in a 1 MiB array row
 PATH = "run/energy"
@@ -115,7 +117,8 @@ class Worker:
     """One WORKER process appending to ``PATH`` through ``endpoint``."""
 
     def __init__(self, tmp_path, name: str, endpoint: str, *, kind: str = "scalar", pipeline: bool = False,
-                 grace: float = 10.0, throttle: float = 0.0, max_ops: int = 10**9, exit_on_disconnect: bool = False):
+                 grace: float = 10.0, throttle: float = 0.0, max_ops: int = 10**9, exit_on_disconnect: bool = False,
+                 prefix: list[str] | tuple = ()):
         self.side = str(tmp_path / f"{name}.acked")
         self.stop_file = str(tmp_path / f"{name}.stop")
         self.err_path = str(tmp_path / f"{name}.err")
@@ -124,8 +127,8 @@ class Worker:
                "max": max_ops, "side": self.side, "stop": self.stop_file, "path": PATH, "row": ROW,
                "exit_on_disconnect": exit_on_disconnect}
         self._err = open(self.err_path, "wb")
-        self.process = subprocess.Popen([sys.executable, "-c", WORKER, json.dumps(cfg)], stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.PIPE, stderr=self._err)
+        self.process = subprocess.Popen([*prefix, sys.executable, "-c", WORKER, json.dumps(cfg)],
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._err)
         self.pid = self.process.pid
 
     def acked(self) -> list[tuple[int, ...]]:
@@ -371,19 +374,38 @@ def test_sigterm_mid_stream_leaves_a_clean_file(tmp_path, endpoint, daemon_facto
         assert int(ds.getncattr("nstore_checkpoint_seq")) >= 1
 
 
-# --- (e) one worker across a SIGKILL, sync and pipelined -------------------------------------------------
+# --- (e) one worker across a SIGKILL, sync and pipelined, ipc and tcp -------------------------------------
+
+
+@pytest.fixture(params=["ipc", "tcp-curve", "tcp-insecure"])
+def transport(request, endpoint, tmp_path, monkeypatch):
+    """``(endpoint, daemon args, client keys)`` that outlive any one daemon: ipc, or loopback tcp with
+    CurveZMQ keys or ``--insecure``. Workers find the keys in ``$NSTORE_KEYS``."""
+    if request.param == "ipc":
+        return endpoint, (), None
+    tcp = f"tcp://127.0.0.1:{free_port('127.0.0.1')}"
+    if request.param == "tcp-insecure":
+        return tcp, ("--insecure",), None
+    keys = str(tmp_path / "keys")
+    assert nstored("keygen", keys).returncode == 0
+    monkeypatch.setenv("NSTORE_KEYS", keys)
+    return tcp, ("--keys", keys), keys
 
 
 @pytest.mark.parametrize("pipeline", [False, True], ids=["sync", "pipelined"])
-def test_worker_rides_through_kill_and_restart(tmp_path, endpoint, daemon_factory, workers, rng, pipeline):
+def test_worker_rides_through_kill_and_restart(tmp_path, transport, daemon_factory, workers, rng, pipeline):
+    """SIGKILL and restart on the same endpoint: the worker carries on, nothing lost or doubled, order kept.
+
+    (tcp: the client sees its connection drop on the socket monitor and resends on a fresh socket.)"""
+    endpoint, args, keys = transport
     file_name = str(tmp_path / "run.nc")
-    daemon = daemon_factory(file_name, endpoint=endpoint)
+    daemon = daemon_factory(file_name, *args, endpoint=endpoint)
     worker = workers(tmp_path, "w", endpoint, pipeline=pipeline, grace=20)
     before = worker.wait_acked(300, daemon)
     time.sleep(rng.uniform(0.05, 0.3))
     daemon.kill()
     at_kill = len(worker.acked())
-    daemon = daemon_factory(file_name, endpoint=endpoint)
+    daemon = daemon_factory(file_name, *args, endpoint=endpoint)
     worker.wait_acked(at_kill + 300, daemon)
     assert worker.finish() == 0, worker.stderr()
     n = int(worker.process.stdout.read().split()[-1])  # "done N": appends the worker made
@@ -392,13 +414,37 @@ def test_worker_rides_through_kill_and_restart(tmp_path, endpoint, daemon_factor
     # exactly its entries: indices 0..N-1, in order, no gaps, no duplicates
     assert [a[0] for a in acked] == list(range(n))
     # the daemon that rode it through reads them back, then the file after a clean stop
-    reader = connect(endpoint, timeout=30)
+    reader = connect(endpoint, timeout=30, keys=keys)
     try:
         assert np.asarray(reader.read_variable(PATH)).tolist() == [value(k) for k in range(n)]
     finally:
         reader.close()
     assert daemon.stop() == 0, daemon.log()
     assert check_against_file(file_name, acked) == 0
+
+
+def test_tcp_client_notices_a_frozen_daemon_by_heartbeat(tmp_path, daemon_factory, workers):
+    """A daemon that stops answering without closing its connection (SIGSTOP: a hung or unreachable host).
+
+    Only ZeroMQ's heartbeat can tell: the worker drops the connection after the
+    heartbeat timeout, rides through for ``grace`` (1 s), then exits with the
+    clear ConnectionError -- long before its 30 s request timeout would fire.
+    """
+    from nstore.linkwatch import HEARTBEAT_IVL_S, HEARTBEAT_TIMEOUT_S
+
+    endpoint = f"tcp://127.0.0.1:{free_port('127.0.0.1')}"
+    daemon = daemon_factory(str(tmp_path / "run.nc"), "--insecure", endpoint=endpoint)
+    worker = workers(tmp_path, "w", endpoint, grace=1, exit_on_disconnect=True)
+    worker.wait_acked(100, daemon)
+    os.kill(daemon.pid, signal.SIGSTOP)
+    try:
+        stopped = time.monotonic()
+        assert worker.process.wait(timeout=WAIT_S) == 3, worker.stderr()
+        took = time.monotonic() - stopped
+    finally:
+        os.kill(daemon.pid, signal.SIGCONT)
+    assert "went away and did not come back within 1 s" in worker.stderr(), worker.stderr()
+    assert HEARTBEAT_TIMEOUT_S <= took < HEARTBEAT_TIMEOUT_S + HEARTBEAT_IVL_S + 1 + 5, took
 
 
 # --- (f) torn journal tails, `nstored recover` -----------------------------------------------------------

@@ -14,7 +14,6 @@ import os
 import queue as queue_module
 import random
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -38,7 +37,7 @@ from nstore.protocol.endpoints import default_endpoint, read_lock
 from nstore.protocol.messages import MAX_OPS_PER_MESSAGE, decode_reply, encode_request
 from nstore.protocol.values import EXT_ARRAY, EXT_NUMPY_SCALAR, EXT_QUANTITY, MAX_ARRAY_NDIM
 
-from daemons import stop_process
+from daemons import free_port, stop_process
 
 REPLY_TIMEOUT_S = 10.0
 START_TIMEOUT_S = 30.0
@@ -94,12 +93,6 @@ def rss_mb(pid: int) -> float:
 
 def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def nstored(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:

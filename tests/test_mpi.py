@@ -36,11 +36,15 @@ MPI_ENV = {
 }
 
 
-def run_mpi(script: str, *args: str, n: int = RANKS, timeout: float = TIMEOUT_S) -> tuple[int, str, float]:
-    """``(returncode, output, seconds)`` of ``mpiexec -n N python -m mpi4py tests/mpi/SCRIPT ARGS``."""
+def run_mpi(script: str, *args: str, n: int = RANKS, timeout: float = TIMEOUT_S, prefix: list[str] | tuple = (),
+            mpiexec_args: list[str] | tuple = ()) -> tuple[int, str, float]:
+    """``(returncode, output, seconds)`` of ``mpiexec -n N python -m mpi4py tests/mpi/SCRIPT ARGS``.
+
+    ``prefix`` runs mpiexec through another command (which must exec it); ``mpiexec_args`` go before ``-n``."""
     assert MPIEXEC.exists(), (f"{MPIEXEC} not found: install the test extra (`pip install -e .[test]`, "
                               f"which brings mpi4py and mpich)")
-    command = [str(MPIEXEC), "-n", str(n), sys.executable, "-m", "mpi4py", str(HERE / script), *args]
+    command = [*prefix, str(MPIEXEC), *mpiexec_args, "-n", str(n), sys.executable, "-m", "mpi4py", str(HERE / script),
+               *args]
     start = time.monotonic()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                stdin=subprocess.DEVNULL, env={**os.environ, **MPI_ENV}, start_new_session=True)

@@ -70,7 +70,7 @@ def reap():
 def test_nstore_reaches_a_keyed_tcp_daemon_with_keys_or_nstore_keys(tmp_path, keys, daemon_factory):
     file_name = tmp_path / "run.nc"
     endpoint = f"tcp://127.0.0.1:{free_port()}"
-    daemon = daemon_factory(file_name, "--keys", keys, endpoint=endpoint, keys=keys)
+    daemon = daemon_factory(file_name, "--keys", keys, endpoint=endpoint)
     driver = connect(str(file_name), keys=keys, timeout=30)  # by file name: lock -> tcp endpoint -> checked
     try:
         for value in (1.5, 2.5, 3.5):
@@ -101,7 +101,7 @@ def test_nstore_reaches_a_keyed_tcp_daemon_with_keys_or_nstore_keys(tmp_path, ke
 
 def test_nstored_status_and_stop_take_an_endpoint(tmp_path, keys, daemon_factory):
     tcp = f"tcp://127.0.0.1:{free_port()}"
-    keyed = daemon_factory(tmp_path / "a.nc", "--keys", keys, endpoint=tcp, keys=keys)
+    keyed = daemon_factory(tmp_path / "a.nc", "--keys", keys, endpoint=tcp)
     status = nstored("status", tcp, "--keys", keys, "--json")
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["pid"] == keyed.pid

@@ -1,11 +1,12 @@
 """Every rank appends to shared and per-rank variables through nstore.mpi; rank 0 checks the file after close.
 
-    mpiexec -n 4 python -m mpi4py tests/mpi/append_check.py FILE [--multi-node] [--pipeline]
-        [--steps N] [--context] [--expect-started 0|1]
+    mpiexec -n 4 python -m mpi4py tests/mpi/append_check.py FILE [--multi-node | --across-hosts] [--pipeline]
+        [--steps N] [--context] [--expect-started 0|1] [--keys DIR] [--daemon-host HOST]
 
 Checks: every entry of the shared variable exactly once, each rank's entries in
 that rank's order; per-rank variables complete and in order; the transport
-chosen (ipc, or tcp + CurveZMQ on loopback with --multi-node); after the
+chosen (ipc, or tcp + CurveZMQ on loopback with --multi-node, or to rank 0's
+host name -- or --daemon-host -- with --across-hosts); after the
 collective close the daemon rank 0 started is gone and temp keys are removed
 (or, with --expect-started 0, the daemon someone else started still runs).
 """
@@ -29,7 +30,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("file")
     parser.add_argument("--multi-node", action="store_true")
+    parser.add_argument("--across-hosts", action="store_true",
+                        help="ranks run on several hosts (tests/test_netns.py): expect tcp + keys to rank 0's host")
     parser.add_argument("--pipeline", action="store_true")
+    parser.add_argument("--keys", help="an `nstored keygen` directory for open_store (default: generated)")
+    parser.add_argument("--daemon-host", help="with --across-hosts: the host of a daemon someone else started")
     parser.add_argument("--context", action="store_true", help="use `with open_store(...)`")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--expect-started", type=int, default=1)
@@ -37,11 +42,18 @@ def main() -> None:
     comm = MPI.COMM_WORLD
     rank, size, steps = comm.Get_rank(), comm.Get_size(), args.steps
 
-    store = open_store(args.file, multi_node=True if args.multi_node else None, pipeline=args.pipeline, timeout=60)
+    store = open_store(args.file, multi_node=True if args.multi_node else None, pipeline=args.pipeline, timeout=60,
+                       keys=args.keys)
     info = session_info(store)
     infos = comm.allgather((info["endpoint"], info["mode"]))
     assert len(set(infos)) == 1, f"ranks connected to different daemons: {infos}"
-    if args.multi_node:
+    hosts = comm.allgather(MPI.Get_processor_name())
+    if args.across_hosts:
+        assert len(set(hosts)) > 1, f"all ranks on one host: {hosts}"
+        assert info["mode"] == "tcp" and info["endpoint"].startswith(f"tcp://{args.daemon_host or hosts[0]}:"), info
+        assert info["keys"] and os.path.isfile(os.path.join(info["keys"], "client.key_secret")), info
+        keys_dir = None if args.keys else info["keys"]  # generated keys are removed at close
+    elif args.multi_node:
         assert info["mode"] == "tcp" and info["endpoint"].startswith("tcp://127.0.0.1:"), info
         assert info["keys"] and os.path.isfile(os.path.join(info["keys"], "client.key_secret")), info
         keys_dir = info["keys"]
@@ -90,7 +102,7 @@ def main() -> None:
         reader = StorageInterface(NetCDFIODriver(args.file))
     else:
         from nstore import connect
-        reader = StorageInterface(connect(args.file))
+        reader = StorageInterface(connect(args.file, keys=args.keys))
     shared = np.asarray(reader.shared.read())
     assert shared.shape == (size * steps,), shared.shape
     assert len(set(shared.tolist())) == size * steps, "an entry landed twice"
@@ -111,7 +123,7 @@ def main() -> None:
         assert group.metadata["rank"] == r
     reader.close()
     print(f"OK {size} ranks x {steps} steps via {info['mode']} ({info['endpoint']}): "
-          f"{size * steps} shared entries, each once, per-rank order kept", flush=True)
+          f"{size * steps} shared entries, each once, per-rank order kept; hosts {','.join(hosts)}", flush=True)
 
 
 if __name__ == "__main__":
