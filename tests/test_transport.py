@@ -20,15 +20,9 @@ from nstore import connect
 from nstore.protocol.endpoints import read_lock, real_path
 from nstore.protocol.transport import WrongDaemonError, file_identity, verify_serves
 
-from daemons import stop_pid
+from daemons import free_port, stop_pid
 
 CLI_TIMEOUT_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run(module: str, *args, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -69,7 +63,7 @@ def reap():
 
 def test_nstore_reaches_a_keyed_tcp_daemon_with_keys_or_nstore_keys(tmp_path, keys, daemon_factory):
     file_name = tmp_path / "run.nc"
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    endpoint = f"tcp://127.0.0.1:{free_port('127.0.0.1')}"
     daemon = daemon_factory(file_name, "--keys", keys, endpoint=endpoint)
     driver = connect(str(file_name), keys=keys, timeout=30)  # by file name: lock -> tcp endpoint -> checked
     try:
@@ -100,7 +94,7 @@ def test_nstore_reaches_a_keyed_tcp_daemon_with_keys_or_nstore_keys(tmp_path, ke
 
 
 def test_nstored_status_and_stop_take_an_endpoint(tmp_path, keys, daemon_factory):
-    tcp = f"tcp://127.0.0.1:{free_port()}"
+    tcp = f"tcp://127.0.0.1:{free_port('127.0.0.1')}"
     keyed = daemon_factory(tmp_path / "a.nc", "--keys", keys, endpoint=tcp)
     status = nstored("status", tcp, "--keys", keys, "--json")
     assert status.returncode == 0, status.stderr
@@ -141,7 +135,7 @@ def test_endpoint_and_file_together_must_agree(tmp_path, daemon_factory):
 def test_stale_lock_never_reaches_another_files_daemon(tmp_path, daemon_factory, reap):
     """Daemon A (a.nc) is SIGKILLed on a tcp port; B (b.nc) takes the port; a.nc's lock still names it."""
     a, b = tmp_path / "a.nc", tmp_path / "b.nc"
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    endpoint = f"tcp://127.0.0.1:{free_port('127.0.0.1')}"
     daemon_a = daemon_factory(a, "--insecure", endpoint=endpoint)
     driver = connect(str(a), timeout=30)
     assert driver.append_variable("x", 1.0) == 0
@@ -182,14 +176,18 @@ def test_stale_lock_never_reaches_another_files_daemon(tmp_path, daemon_factory,
     assert nstored("stop", a, "--timeout", "20").returncode == 0
 
 
-def test_client_riding_through_a_restart_never_resends_to_another_files_daemon(tmp_path, daemon_factory):
-    """A's ipc endpoint is taken over by B after A dies: the client's resend must not land in b.nc."""
+@pytest.mark.parametrize("transport", ["ipc", "tcp"])
+def test_client_riding_through_a_restart_never_resends_to_another_files_daemon(tmp_path, daemon_factory, transport):
+    """A's endpoint is taken over by B after A dies: the client's resend must not land in b.nc.
+
+    (A connected tcp socket must not reconnect by itself to whatever now listens on the port.)"""
     a, b = tmp_path / "a.nc", tmp_path / "b.nc"
-    daemon_a = daemon_factory(a)
+    args, endpoint = ((), None) if transport == "ipc" else (("--insecure",), f"tcp://127.0.0.1:{free_port('127.0.0.1')}")
+    daemon_a = daemon_factory(a, *args, endpoint=endpoint)
     driver = connect(daemon_a.endpoint, timeout=30, grace=20)
     assert driver.append_variable("x", 1.0) == 0
     daemon_a.kill()
-    daemon_b = daemon_factory(b, endpoint=daemon_a.endpoint)
+    daemon_b = daemon_factory(b, *args, endpoint=daemon_a.endpoint)
     try:
         with pytest.raises(WrongDaemonError, match=f"serves {real_path(str(b))}, not this file"):
             driver.append_variable("x", 2.0)
@@ -240,7 +238,7 @@ def test_verify_serves_compares_path_inode_and_same_host_device(tmp_path):
 def test_tcp_on_loopback_without_keys_needs_insecure(tmp_path, daemon_factory, monkeypatch):
     monkeypatch.delenv("NSTORE_KEYS", raising=False)
     file_name = tmp_path / "run.nc"
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    endpoint = f"tcp://127.0.0.1:{free_port('127.0.0.1')}"
     for command in ("serve", "start"):
         refused = nstored(command, file_name, "--endpoint", endpoint)
         assert refused.returncode == 2, refused.stderr
@@ -286,7 +284,7 @@ def test_keygen_and_daemon_refuse_a_key_another_user_planted(tmp_path, keys):
     os.chown(planted, 65534, 65534)
     result = nstored("keygen", keys)
     assert result.returncode != 0 and f"{planted}: belongs to another user (uid 65534)" in result.stderr
-    served = nstored("serve", tmp_path / "run.nc", "--endpoint", f"tcp://127.0.0.1:{free_port()}", "--keys", keys)
+    served = nstored("serve", tmp_path / "run.nc", "--endpoint", f"tcp://127.0.0.1:{free_port('127.0.0.1')}", "--keys", keys)
     assert served.returncode == 2 and f"{planted}: belongs to another user (uid 65534)" in served.stderr
     assert not os.path.exists(tmp_path / "run.nc")
 
@@ -297,7 +295,7 @@ def test_daemon_refuses_keys_others_may_write(tmp_path, keys, loosened):
     mode = 0o777 if os.path.isdir(path) else 0o666
     os.chmod(path, mode)
     file_name = tmp_path / "run.nc"
-    result = nstored("serve", file_name, "--endpoint", f"tcp://127.0.0.1:{free_port()}", "--keys", keys)
+    result = nstored("serve", file_name, "--endpoint", f"tcp://127.0.0.1:{free_port('127.0.0.1')}", "--keys", keys)
     assert result.returncode == 2
     assert f"{os.path.normpath(path)}: others may write to it (mode {oct(mode)})" in result.stderr
     assert not os.path.exists(file_name)
