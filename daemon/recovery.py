@@ -23,23 +23,9 @@ from typing import Callable
 from .clients import ClientTable
 from .engine import NetCDFIODriver
 from .journal import read_records
+from .ops import replay_op
 
 log = logging.getLogger("nstored")
-
-
-def apply_logged(engine: NetCDFIODriver, op: list) -> None:
-    """Apply one journaled op (as recorded by the server)."""
-    name, path, args = op
-    if name == "put":
-        engine.put_entry(path, args["index"], args["data"])
-    elif name == "write":
-        engine.write_variable(path, args["data"], args.get("at_index"))
-    elif name == "add_metadata":
-        engine.add_metadata(args["name"], args["value"], path=path or "/")
-    elif name == "get_directory":
-        engine.get_directory(path, create=True)
-    else:
-        raise ValueError(f"unknown journaled op {name!r}")
 
 
 def recover(file_name: str, journal: str, clients: ClientTable,
@@ -100,7 +86,7 @@ def replay(engine: NetCDFIODriver, journal: str, clients: ClientTable,
             if logged is None:
                 continue
             try:
-                apply_logged(engine, logged)
+                replay_op(engine, *logged)
                 replayed += 1
             except Exception as exc:  # noqa: BLE001 - report, keep going, keep the journal
                 failed += 1

@@ -22,12 +22,13 @@ from nstore.protocol import PROTOCOL_VERSION
 from nstore.protocol.endpoints import default_endpoint, real_path
 from nstore.protocol.errors import ProtocolError
 from nstore.protocol.errors import error_to_wire
-from nstore.protocol.messages import MUTATING_OPS, Op, decode_request, encode_reply_body
+from nstore.protocol.messages import Op, decode_request, encode_reply_body
 from nstore.protocol.units import is_quantity
 
 from .clients import IDLE_S, ClientTable
 from .journal import Journal, journal_path
 from .lock import DaemonLock
+from .ops import OPS
 from .recovery import recover
 from .security import check_endpoint, load_server_keys, secure_server
 
@@ -260,8 +261,9 @@ class Server:
 
     def _log_mutation(self, request: Any, op_index: int, op: Op, outcome: Any) -> None:
         """Queue the journal entry of an applied non-append op (nothing for reads)."""
-        if op.name in MUTATING_OPS:
-            logged = None if isinstance(outcome, BaseException) else [op.name, op.path, op.args]
+        spec = OPS[op.name]
+        if spec.mutates:
+            logged = None if isinstance(outcome, BaseException) else [op.name, op.path, spec.journal(op.args, outcome)]
             self._log(request, op_index, logged, outcome)
 
     def _prepare_appends(self, run: list, parsed: list, results: list) -> None:
@@ -289,13 +291,13 @@ class Server:
                 else:
                     self.ops_applied["append"] += 1
                     self.bytes_written += _payload_bytes(value)
-                    self._log(parsed[m][1], i, ["put", path, {"data": value, "index": outcome}], outcome)
+                    self._log(parsed[m][1], i, ["append", path, OPS["append"].journal({"data": value}, outcome)], outcome)
             if commit is not None:
                 self._commits.append((entries, commit))
 
     def _check_size(self, op: Op) -> ValueError | None:
         """The error for a mutating op carrying more than ``max_array_bytes`` of data, else None."""
-        if op.name not in MUTATING_OPS:
+        if not OPS[op.name].mutates:
             return None
         size = _payload_bytes(op.args.get("data", op.args.get("value")), self.max_array_bytes)
         if size <= self.max_array_bytes:
@@ -337,58 +339,18 @@ class Server:
         self._last_checkpoint = time.monotonic()
 
     def _apply_one(self, op: Op) -> Any:
-        handler = getattr(self, f"_op_{op.name}")
         try:
-            result = handler(op.path, **op.args)
+            result = OPS[op.name].apply(self, op.path, op.args)
         except Exception as exc:  # noqa: BLE001 - a bad request must not stop the daemon
             self._log_error(op.name, op.path, exc)
             return exc
         self.ops_applied[op.name] += 1
+        if "data" in op.args:
+            self.bytes_written += _payload_bytes(op.args["data"])
         return result
 
     def _log_error(self, name: str, path: str, exc: BaseException) -> None:
         log.info("%s %s failed: %s: %s", name, path, type(exc).__name__, exc)
-
-    # --- ops (each returns the reply value) ---------------------------------------------------
-    def _op_hello(self, path: str, version: int = PROTOCOL_VERSION) -> dict:
-        if version != PROTOCOL_VERSION:
-            raise ProtocolError(f"protocol version mismatch: client speaks {version}, daemon speaks {PROTOCOL_VERSION}")
-        return {"version": PROTOCOL_VERSION, "file": self.file_name, "pid": os.getpid()}
-
-    def _op_get_variable(self, path: str) -> None:
-        self.engine.get_storage_variable(path)
-
-    def _op_get_directory(self, path: str, create: bool = True) -> str:
-        return self.engine.get_directory(path, create=create)
-
-    def _op_list(self, path: str) -> list:
-        return self.engine.list_directory(path)
-
-    def _op_info(self, path: str) -> dict:
-        return self.engine.variable_info(path)
-
-    def _op_write(self, path: str, data: Any = None, at_index: int | None = None) -> None:
-        self.engine.write_variable(path, data, at_index)
-        self.bytes_written += _payload_bytes(data)
-
-    def _op_read(self, path: str, index: Any = None) -> Any:
-        return self.engine.read_variable(path, index)
-
-    def _op_add_metadata(self, path: str, name: str = "", value: Any = None) -> None:
-        self.engine.add_metadata(name, value, path=path or "/")
-
-    def _op_metadata(self, path: str) -> dict:
-        return self.engine.read_metadata(path or "/")
-
-    def _op_sync(self, path: str) -> None:
-        self.engine.sync()
-
-    def _op_status(self, path: str) -> dict:
-        return self.status()
-
-    def _op_shutdown(self, path: str) -> dict:
-        self.stop()
-        return {"pid": os.getpid()}
 
     def status(self) -> dict:
         uptime = time.time() - self.started

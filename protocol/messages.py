@@ -35,8 +35,6 @@ OPS: dict[str, dict[str, tuple]] = {
     "status": {},
     "shutdown": {},
 }
-# Ops that change the file (journaled, refused in read-only mode).
-MUTATING_OPS = frozenset({"get_directory", "write", "append", "add_metadata"})
 
 
 class Op(NamedTuple):
