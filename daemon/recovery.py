@@ -22,7 +22,7 @@ from typing import Callable
 
 from .clients import ClientTable
 from .engine import NetCDFIODriver
-from .journal import read_records
+from .journal import JournalVersionError, Snapshot, read_records
 from .ops import replay_op
 
 log = logging.getLogger("nstored")
@@ -35,10 +35,15 @@ def recover(file_name: str, journal: str, clients: ClientTable,
     If some journaled ops cannot be applied (a crash mid-flush left a variable
     unreadable), the file is rebuilt from its readable parts plus the journal
     (see :mod:`nstore.daemon.repair`). OSError if the file does not open at
-    all; the journal is then left untouched.
+    all, JournalVersionError if the journal has a format this nstored does not read; the
+    journal is then left untouched.
     """
     engine = NetCDFIODriver(file_name)
-    seq, replayed, failed = replay(engine, journal, clients, progress)
+    try:
+        seq, replayed, failed = replay(engine, journal, clients, progress)
+    except JournalVersionError:
+        engine.close()
+        raise
     if not failed:
         return engine, seq, replayed
     from .repair import copy_readable, swap_in
@@ -76,21 +81,22 @@ def replay(engine: NetCDFIODriver, journal: str, clients: ClientTable,
     for record, position in read_records(journal, with_position=True):
         if progress:
             progress(position, total)
-        if "snapshot" in record:
-            clients.restore(record["clients"])
+        if isinstance(record, Snapshot):
+            clients.restore(record.clients)
             continue
-        seq = record["seq"]
-        for client, request_id, op_index, logged, wire in record["ops"]:
-            if client:
-                clients.remember(client, request_id, op_index, wire)
-            if logged is None:
+        seq = record.seq
+        for entry in record.entries:
+            if entry.client:
+                clients.remember(entry.client, entry.request_id, entry.op_index, entry.wire)
+            if entry.op is None:
                 continue
             try:
-                replay_op(engine, *logged)
+                replay_op(engine, *entry.op)
                 replayed += 1
             except Exception as exc:  # noqa: BLE001 - report, keep going, keep the journal
                 failed += 1
-                log.error("replay of %s %s (batch %d) failed: %s: %s", logged[0], logged[1], seq, type(exc).__name__, exc)
+                log.error("replay of %s %s (batch %d) failed: %s: %s", entry.op[0], entry.op[1], seq,
+                          type(exc).__name__, exc)
         last = max(last, seq)
     unread = total - position
     if failed or unread:

@@ -26,7 +26,8 @@ from nstore.protocol.messages import Op, decode_request, encode_reply_body
 from nstore.protocol.units import is_quantity
 
 from .clients import IDLE_S, ClientTable
-from .journal import Journal, journal_path
+from .checkpoint import checkpoint
+from .journal import Commit, Entry, journal_path
 from .lock import DaemonLock
 from .ops import OPS
 from .recovery import recover
@@ -44,7 +45,6 @@ POLL_MS = 200  # how often the loop looks at its stop flag while idle
 GC_THRESHOLD = 100_000  # allocations between young-generation collections (CPython's default: 700)
 CHECKPOINT_INTERVAL_S = 30.0
 CHECKPOINT_BYTES = 256 * 1024 * 1024
-_CHECKPOINT_PAUSE_S = float(os.environ.get("NSTORED_TEST_CHECKPOINT_PAUSE_S", "0") or 0)
 
 
 class Server:
@@ -93,10 +93,10 @@ class Server:
             self.endpoint, self._bound = self._bind(endpoint), True
             # If the file cannot be opened, the journal is left untouched.
             self.engine, self.seq, replayed = recover(self.file_name, journal_path(self.file_name), self.clients)
-            self.journal = Journal(journal_path(self.file_name), fsync=fsync)
-            if replayed or self.journal.size:
+            if replayed:
                 log.info("recovered %d journaled ops (through batch %d)", replayed, self.seq)
-            self.checkpoint()
+            self.journal = None
+            self.checkpoint(fsync)
             self._lock.record(self.endpoint, self.file_name)
         except BaseException:
             self._close_transport()
@@ -263,7 +263,7 @@ class Server:
         """Queue the journal entry of an applied non-append op (nothing for reads)."""
         spec = OPS[op.name]
         if spec.mutates:
-            logged = None if isinstance(outcome, BaseException) else [op.name, op.path, spec.journal(op.args, outcome)]
+            logged = None if isinstance(outcome, BaseException) else (op.name, op.path, spec.journal(op.args, outcome))
             self._log(request, op_index, logged, outcome)
 
     def _prepare_appends(self, run: list, parsed: list, results: list) -> None:
@@ -291,7 +291,7 @@ class Server:
                 else:
                     self.ops_applied["append"] += 1
                     self.bytes_written += _payload_bytes(value)
-                    self._log(parsed[m][1], i, ["append", path, OPS["append"].journal({"data": value}, outcome)], outcome)
+                    self._log(parsed[m][1], i, ("append", path, OPS["append"].journal({"data": value}, outcome)), outcome)
             if commit is not None:
                 self._commits.append((entries, commit))
 
@@ -306,36 +306,31 @@ class Server:
                           f"{self.max_array_bytes} bytes ({self.max_array_bytes / 2**20:g} MiB) per operation "
                           f"(nstored --max-array-mb)")
 
-    def _log(self, request: Any, op_index: int, logged: list | None, outcome: Any) -> None:
+    def _log(self, request: Any, op_index: int, logged: tuple | None, outcome: Any) -> None:
         """Queue a mutating op's journal entry (``logged`` None: it failed, only its result is kept)."""
         wire = _wire(outcome)
         if request.client:
             self.clients.remember(request.client, request.id, op_index, wire)
-        self._segment.append([request.client, request.id, op_index, logged, wire])
+        self._segment.append(Entry(request.client, request.id, op_index, logged, wire))
 
     def _flush_segment(self, results: list) -> None:
         """Write the queued journal entries as one record, then the appends they cover."""
         if self._segment:
             self.seq += 1
-            self.journal.append({"seq": self.seq, "ops": self._segment})
+            self.journal.append(Commit(self.seq, self._segment))
             self._segment = []
         for entries, commit in self._commits:
             for (m, i, _), outcome in zip(entries, commit()):
                 results[m][i] = outcome
         self._commits = []
 
-    def checkpoint(self) -> None:
-        """Sync the file with the batch number it now holds, then empty the journal.
-
-        A crash between the steps is safe: replay re-applies the whole journal
-        (idempotent), and a flush cut short is repaired from it (recovery.py).
-        The client table survives in the journal's first record.
-        """
-        self.engine.checkpoint(self.seq, fsync=self.journal.fsync != "never")
-        if _CHECKPOINT_PAUSE_S:  # tests only: widen the window between file sync and journal truncation
-            time.sleep(_CHECKPOINT_PAUSE_S)
-        self.clients.forget_idle()
-        self.journal.reset({"snapshot": self.seq, "clients": self.clients.snapshot()})
+    def checkpoint(self, fsync: str | None = None) -> None:
+        """Sync the file with the batch number it now holds, then start a fresh journal (checkpoint.py)."""
+        old = self.journal
+        self.journal = checkpoint(self.engine, journal_path(self.file_name), self.seq, self.clients,
+                                  fsync or old.fsync)
+        if old is not None:
+            old.close()
         self._last_checkpoint = time.monotonic()
 
     def _apply_one(self, op: Op) -> Any:
