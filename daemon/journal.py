@@ -93,9 +93,9 @@ class Journal:
         self.size = 0
         self._last_fsync = time.monotonic()
         try:
-            self._write([_HEADER.pack(MAGIC, FORMAT_VERSION)])
+            self._write([_HEADER.pack(MAGIC, FORMAT_VERSION)], _HEADER.size)
             if first_record is not None:
-                self._write(_record_parts(first_record))
+                self._write(*_record_parts(first_record))
             if fsync != "never":
                 os.fsync(self._fd)
             os.replace(scratch, path)
@@ -107,13 +107,13 @@ class Journal:
 
     def append(self, record: Commit) -> None:
         """Write one record durably per the policy."""
-        self._write(_record_parts(record))
+        self._write(*_record_parts(record))
         if self.fsync == "batch" or (self.fsync == "interval" and time.monotonic() - self._last_fsync >= FSYNC_INTERVAL_S):
             os.fsync(self._fd)
             self._last_fsync = time.monotonic()
 
-    def _write(self, parts: list) -> None:
-        expected = sum(len(p) for p in parts)
+    def _write(self, parts: list, expected: int) -> None:
+        """Write ``parts`` (``expected`` bytes in all) with one writev."""
         written = os.writev(self._fd, parts)
         while written < expected:  # rare short write: finish it
             rest = b"".join(bytes(p) for p in parts)[written:]
@@ -133,15 +133,15 @@ class Journal:
             self._fd = None
 
 
-def _record_parts(record: Commit | Snapshot) -> list:
-    """The buffers of one framed record: header, frame index, frames."""
+def _record_parts(record: Commit | Snapshot) -> tuple[list, int]:
+    """The buffers of one framed record (header, frame index, frames) and their total size."""
     views = [memoryview(f).cast("B") for f in pack(_plain(record))]
     index = _COUNT.pack(len(views)) + b"".join(_SIZE.pack(v.nbytes) for v in views)
     crc = zlib.crc32(index)
     for view in views:
         crc = zlib.crc32(view, crc)
     length = len(index) + sum(v.nbytes for v in views)
-    return [_RECORD.pack(length, crc), index, *views]
+    return [_RECORD.pack(length, crc), index, *views], _RECORD.size + length
 
 
 def _plain(record: Commit | Snapshot) -> list:

@@ -21,7 +21,7 @@ import time
 from typing import Callable
 
 from .clients import ClientTable
-from .engine import NetCDFIODriver
+from .daemon_engine import DaemonEngine
 from .journal import JournalVersionError, Snapshot, read_records
 from .ops import replay_op
 
@@ -29,7 +29,7 @@ log = logging.getLogger("nstored")
 
 
 def recover(file_name: str, journal: str, clients: ClientTable,
-            progress: Callable[[int, int], None] | None = None) -> tuple[NetCDFIODriver, int, int]:
+            progress: Callable[[int, int], None] | None = None) -> tuple[DaemonEngine, int, int]:
     """Open the file and replay the journal into it: ``(engine, last sequence number, ops replayed)``.
 
     If some journaled ops cannot be applied (a crash mid-flush left a variable
@@ -38,7 +38,7 @@ def recover(file_name: str, journal: str, clients: ClientTable,
     all, JournalVersionError if the journal has a format this nstored does not read; the
     journal is then left untouched.
     """
-    engine = NetCDFIODriver(file_name)
+    engine = DaemonEngine(file_name)
     try:
         seq, replayed, failed = replay(engine, journal, clients, progress)
     except JournalVersionError:
@@ -51,7 +51,7 @@ def recover(file_name: str, journal: str, clients: ClientTable,
     engine.close()
     rebuilt = f"{file_name}.rebuild"
     skipped = copy_readable(file_name, rebuilt)
-    candidate = NetCDFIODriver(rebuilt)
+    candidate = DaemonEngine(rebuilt)
     seq, replayed, failed = replay(candidate, journal, ClientTable())
     candidate.close()
     if failed:
@@ -62,10 +62,10 @@ def recover(file_name: str, journal: str, clients: ClientTable,
         kept = swap_in(file_name, rebuilt)
         log.warning("rebuilt %s: %s were unreadable and are restored from the journal; the damaged "
                     "file is kept as %s", file_name, ", ".join(skipped) or "no variables", kept)
-    return NetCDFIODriver(file_name), seq, replayed
+    return DaemonEngine(file_name), seq, replayed
 
 
-def replay(engine: NetCDFIODriver, journal: str, clients: ClientTable,
+def replay(engine: DaemonEngine, journal: str, clients: ClientTable,
            progress: Callable[[int, int], None] | None = None) -> tuple[int, int, int]:
     """Apply every journaled op again; returns ``(last sequence number, ops replayed, ops failed)``.
 

@@ -110,17 +110,6 @@ def _check_op(raw: Any) -> Op:
     return Op(name, path, args)
 
 
-def reply_body(results: Sequence[Any]) -> list:
-    """``[[ok, value-or-error-dict], ...]`` for results that are values or exceptions."""
-    return [[False, error_to_wire(r)] if isinstance(r, BaseException) else [True, r] for r in results]
-
-
-def encode_reply(request_id: int, results: Sequence[Any]) -> list:
-    """Frames of a reply; each result is a value, an exception, or already ``[ok, value]``."""
-    body = reply_body(results)
-    return encode_reply_body(request_id, body)
-
-
 def encode_reply_body(request_id: int, body: list) -> list:
     """Frames of a reply from an already wire-shaped body."""
     try:

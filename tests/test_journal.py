@@ -52,7 +52,9 @@ def test_records_round_trip_typed(tmp_path):
 
 
 def test_record_encoding_is_pinned():
-    data = b"".join(bytes(part) for part in journal_module._record_parts(SAMPLE))
+    parts, size = journal_module._record_parts(SAMPLE)
+    data = b"".join(bytes(part) for part in parts)
+    assert len(data) == size
     assert data.hex() == SAMPLE_HEX, data.hex()
 
 
