@@ -33,16 +33,16 @@ def daemon_calls(n: int) -> int:
     """Primitive Python calls of a daemon serving ``n`` synchronous appends (plus start-up/stop)."""
     from nstore.daemon.server import Server
 
-    workdir = tempfile.mkdtemp(prefix="ncc")
-    endpoint = f"ipc://{workdir}/d.sock"
-    server = Server(os.path.join(workdir, "run.nc"), endpoint)
-    child = multiprocessing.get_context("spawn").Process(target=_client, args=(endpoint, n))
-    child.start()
-    profile = cProfile.Profile()
-    profile.enable()
-    server.serve_forever()
-    profile.disable()
-    child.join(60)
+    with tempfile.TemporaryDirectory(prefix="ncc") as workdir:
+        endpoint = f"ipc://{workdir}/d.sock"
+        server = Server(os.path.join(workdir, "run.nc"), endpoint)
+        child = multiprocessing.get_context("spawn").Process(target=_client, args=(endpoint, n))
+        child.start()
+        profile = cProfile.Profile()
+        profile.enable()
+        server.serve_forever()  # until the client's shutdown request
+        profile.disable()
+        child.join(60)
     return pstats.Stats(profile).prim_calls
 
 
