@@ -17,7 +17,7 @@ from nstore.protocol.errors import ProtocolError, error_to_wire
 from nstore.protocol.messages import Op, Request, decode_request, encode_reply_body
 
 from .journal import Commit, Entry
-from .limits import size_error
+from .limits import _payload_bytes, size_error
 from .ops import OPS
 
 log = logging.getLogger("nstored")
@@ -65,12 +65,11 @@ class Batch:
             return
         server = self.server
         known = server.clients.lookup(request.client, request.id) if request.client else None
-        slots = []
-        for i, op in enumerate(request.ops):
-            slot = _Slot(request, i, op)
-            slots.append(slot)
-            if known and i in known:
-                slot.outcome = _Known(known[i])
+        slots = [_Slot(request, i, op) for i, op in enumerate(request.ops)]
+        for slot in slots:
+            op = slot.op
+            if known and slot.index in known:
+                slot.outcome = _Known(known[slot.index])
                 continue
             if OPS[op.name].mutates:
                 slot.outcome = size_error(op, server.max_array_bytes)
@@ -150,18 +149,22 @@ class Batch:
         for slot in run:
             by_path.setdefault(slot.op.path, []).append(slot)
         for path, slots in by_path.items():
+            values = [slot.op.args.get("data") for slot in slots]
             try:
-                reservation = self.server.engine.reserve_appends(path, [slot.op.args.get("data") for slot in slots])
+                reservation = self.server.engine.reserve_appends(path, values)
                 outcomes = reservation.results
             except Exception as exc:  # noqa: BLE001 - a bad request must not stop the daemon
                 reservation, outcomes = None, [exc] * len(slots)
-            for slot, outcome in zip(slots, outcomes):
+            landed = nbytes = 0
+            for slot, value, outcome in zip(slots, values, outcomes):
                 slot.outcome = outcome
                 if isinstance(outcome, BaseException):
                     _log_error("append", path, outcome)
                 else:
-                    self.server.stats.applied(slot.op)
+                    landed += 1
+                    nbytes += _payload_bytes(value)
                 self._journal(slot)
+            self.server.stats.applied_run("append", landed, nbytes)
             if reservation is not None:
                 self.reservations.append((slots, reservation))
 

@@ -38,6 +38,11 @@ class Stats:
         if "data" in op.args:
             self.bytes_written += _payload_bytes(op.args["data"])
 
+    def applied_run(self, name: str, count: int, nbytes: int) -> None:
+        """``count`` ops called ``name`` carrying ``nbytes`` of data were applied (one call per run)."""
+        self.ops_applied[name] += count
+        self.bytes_written += nbytes
+
 
 def status(server: Any) -> dict:
     """What ``nstored status`` shows."""
