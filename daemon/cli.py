@@ -186,7 +186,8 @@ def _status(args: argparse.Namespace) -> int:
 
 def _recover(args: argparse.Namespace) -> int:
     from .clients import ClientTable
-    from .journal import Journal, journal_path
+    from .checkpoint import checkpoint
+    from .journal import JournalVersionError, journal_path
     from .lock import AlreadyServedError, DaemonLock
     from .recovery import progress_bar, recover
 
@@ -206,10 +207,10 @@ def _recover(args: argparse.Namespace) -> int:
             print(f"nstored: cannot open {file_name}: {exc}. The journal {journal_path(file_name)} "
                   f"is left untouched.", file=sys.stderr)
             return 2
-        engine.checkpoint(seq, fsync=True)
-        journal = Journal(journal_path(file_name))
-        journal.reset({"snapshot": seq, "clients": clients.snapshot()})  # clients may still resend
-        journal.close()
+        except JournalVersionError as exc:
+            print(f"nstored: {exc}", file=sys.stderr)
+            return 2
+        checkpoint(engine, journal_path(file_name), seq, clients, fsync="batch").close()  # clients may still resend
         engine.close()
         print(f"nstored: replayed {replayed} ops into {file_name} (through batch {seq})")
         return 0

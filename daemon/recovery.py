@@ -20,39 +20,30 @@ import time
 from typing import Callable
 
 from .clients import ClientTable
-from .engine import NetCDFIODriver
-from .journal import read_records
+from .daemon_engine import DaemonEngine
+from .journal import JournalVersionError, Snapshot, read_records
+from .ops import replay_op
 from .safefiles import copy_new
 
 log = logging.getLogger("nstored")
 
 
-def apply_logged(engine: NetCDFIODriver, op: list) -> None:
-    """Apply one journaled op (as recorded by the server)."""
-    name, path, args = op
-    if name == "put":
-        engine.put_entry(path, args["index"], args["data"])
-    elif name == "write":
-        engine.write_variable(path, args["data"], args.get("at_index"))
-    elif name == "add_metadata":
-        engine.add_metadata(args["name"], args["value"], path=path or "/")
-    elif name == "get_directory":
-        engine.get_directory(path, create=True)
-    else:
-        raise ValueError(f"unknown journaled op {name!r}")
-
-
 def recover(file_name: str, journal: str, clients: ClientTable,
-            progress: Callable[[int, int], None] | None = None) -> tuple[NetCDFIODriver, int, int]:
+            progress: Callable[[int, int], None] | None = None) -> tuple[DaemonEngine, int, int]:
     """Open the file and replay the journal into it: ``(engine, last sequence number, ops replayed)``.
 
     If some journaled ops cannot be applied (a crash mid-flush left a variable
     unreadable), the file is rebuilt from its readable parts plus the journal
     (see :mod:`nstore.daemon.repair`). OSError if the file does not open at
-    all; the journal is then left untouched.
+    all, JournalVersionError if the journal has a format this nstored does not read; the
+    journal is then left untouched.
     """
-    engine = NetCDFIODriver(file_name)
-    seq, replayed, failed = replay(engine, journal, clients, progress)
+    engine = DaemonEngine(file_name)
+    try:
+        seq, replayed, failed = replay(engine, journal, clients, progress)
+    except JournalVersionError:
+        engine.close()
+        raise
     if not failed:
         return engine, seq, replayed
     from .repair import copy_readable, swap_in
@@ -60,7 +51,7 @@ def recover(file_name: str, journal: str, clients: ClientTable,
     engine.close()
     rebuilt = f"{file_name}.rebuild"
     skipped = copy_readable(file_name, rebuilt)
-    candidate = NetCDFIODriver(rebuilt)
+    candidate = DaemonEngine(rebuilt)
     seq, replayed, failed = replay(candidate, journal, ClientTable())
     candidate.close()
     if failed:
@@ -71,10 +62,10 @@ def recover(file_name: str, journal: str, clients: ClientTable,
         kept = swap_in(file_name, rebuilt)
         log.warning("rebuilt %s: %s were unreadable and are restored from the journal; the damaged "
                     "file is kept as %s", file_name, ", ".join(skipped) or "no variables", kept)
-    return NetCDFIODriver(file_name), seq, replayed
+    return DaemonEngine(file_name), seq, replayed
 
 
-def replay(engine: NetCDFIODriver, journal: str, clients: ClientTable,
+def replay(engine: DaemonEngine, journal: str, clients: ClientTable,
            progress: Callable[[int, int], None] | None = None) -> tuple[int, int, int]:
     """Apply every journaled op again; returns ``(last sequence number, ops replayed, ops failed)``.
 
@@ -90,21 +81,22 @@ def replay(engine: NetCDFIODriver, journal: str, clients: ClientTable,
     for record, position in read_records(journal, with_position=True):
         if progress:
             progress(position, total)
-        if "snapshot" in record:
-            clients.restore(record["clients"])
+        if isinstance(record, Snapshot):
+            clients.restore(record.clients)
             continue
-        seq = record["seq"]
-        for client, request_id, op_index, logged, wire in record["ops"]:
-            if client:
-                clients.remember(client, request_id, op_index, wire)
-            if logged is None:
+        seq = record.seq
+        for entry in record.entries:
+            if entry.client:
+                clients.remember(entry.client, entry.request_id, entry.op_index, entry.wire)
+            if entry.op is None:
                 continue
             try:
-                apply_logged(engine, logged)
+                replay_op(engine, *entry.op)
                 replayed += 1
             except Exception as exc:  # noqa: BLE001 - report, keep going, keep the journal
                 failed += 1
-                log.error("replay of %s %s (batch %d) failed: %s: %s", logged[0], logged[1], seq, type(exc).__name__, exc)
+                log.error("replay of %s %s (batch %d) failed: %s: %s", entry.op[0], entry.op[1], seq,
+                          type(exc).__name__, exc)
         last = max(last, seq)
     unread = total - position
     if failed or unread:

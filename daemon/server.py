@@ -1,9 +1,10 @@
-"""nstored's loop: a ZeroMQ ROUTER socket in front of one NetCDFIODriver.
+"""nstored's loop: a ZeroMQ ROUTER socket in front of one storage engine.
 
-Receive what is waiting (up to ``max_batch`` messages), apply every op in
-arrival order -- a run of appends becomes one slice write per variable, and so
-do writes at consecutive indices -- journal, then acknowledge. One thread, one writer: per-client order and
-"a read sees every acknowledged op" follow from applying ops serially.
+The shape of the ZeroMQ guide's ROUTER broker: poll, drain what waits (up to
+``max_batch`` messages or ``max_batch_bytes``), hand the batch over
+(batch.py: apply in arrival order, journal, build replies), send the replies;
+checkpoint now and then (checkpoint.py). One thread, one writer: per-client
+order and "a read sees every acknowledged op" follow from applying ops serially.
 """
 
 from __future__ import annotations
@@ -12,40 +13,31 @@ import gc
 import logging
 import os
 import time
-from collections import Counter
-from typing import Any
 
 import zmq
 
-from nstore.protocol import PROTOCOL_VERSION
 from nstore.protocol.endpoints import default_endpoint, real_path
-from nstore.protocol.errors import ProtocolError
-from nstore.protocol.errors import error_to_wire
-from nstore.protocol.messages import MUTATING_OPS, Op, decode_request, encode_reply_body
-from nstore.protocol.kinds import payload_bytes as _payload_bytes
-from nstore.protocol.transport import file_identity
 
+from .batch import Batch
+from .checkpoint import checkpoint
 from .clients import IDLE_S, ClientTable
-from .journal import Journal, journal_path
-from .layout import layout
+from .journal import journal_path
 from .lock import DaemonLock
 from .recovery import recover
-from .security import check_endpoint, load_server_keys, secure_server
-from .sizes import bounded_read
+from .security import check_endpoint, load_server_keys
+from .status import Stats, status
+from .router import Router
 
 log = logging.getLogger("nstored")
 
 DEFAULT_MAX_BATCH = 256  # messages taken per loop turn
 DEFAULT_MAX_MESSAGE_BYTES = 512 * 1024 * 1024  # ZeroMQ drops the connection of a peer sending more
 DEFAULT_MAX_ARRAY_BYTES = 256 * 1024 * 1024  # data one write/append/add_metadata may carry
-HIGH_WATER_MARK = 8  # requests queued per peer before its sends block: bounds daemon memory
 DEFAULT_MAX_BATCH_BYTES = 16 * 1024 * 1024  # stop draining the socket past this much per turn
-MAX_RECENT_PEERS = 65536
 POLL_MS = 200  # how often the loop looks at its stop flag while idle
 GC_THRESHOLD = 100_000  # allocations between young-generation collections (CPython's default: 700)
 CHECKPOINT_INTERVAL_S = 30.0
 CHECKPOINT_BYTES = 256 * 1024 * 1024
-_CHECKPOINT_PAUSE_S = float(os.environ.get("NSTORED_TEST_CHECKPOINT_PAUSE_S", "0") or 0)
 
 
 class Server:
@@ -65,7 +57,6 @@ class Server:
         self.max_batch = max_batch
         self.max_batch_bytes = max_batch_bytes
         self.max_array_bytes = max_array_bytes
-        self.max_message_bytes = max_message_bytes
         endpoint = endpoint or default_endpoint(self.file_name)
         check_endpoint(endpoint, keys, insecure)
         if keys:
@@ -75,63 +66,34 @@ class Server:
         self.clients = ClientTable(idle_s=client_idle_s)
         self._lock = DaemonLock(self.file_name)
         self._lock.acquire()
-        self._context = zmq.Context()
-        self._socket = self._context.socket(zmq.ROUTER)
-        self._authenticator = None
-        self.endpoint, self._bound = endpoint, False
+        self._router = None
         try:
             # Bind first: a busy port or a bad endpoint fails before the file is touched.
             # Clients that connect meanwhile simply wait until recovery is done.
-            self._socket.setsockopt(zmq.LINGER, 2000)
-            self._socket.setsockopt(zmq.RCVHWM, HIGH_WATER_MARK)
-            # Replies are never dropped: a ROUTER silently discards messages to a peer
-            # past its send HWM, and a client waiting for a lost reply would hang.
-            # Reply volume is bounded by the clients' windows (one reply per request).
-            self._socket.setsockopt(zmq.SNDHWM, 0)
-            self._socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
-            self._socket.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
-            self._authenticator = secure_server(self._context, self._socket, keys) if keys else None
-            self.endpoint, self._bound = self._bind(endpoint), True
-            # If the file cannot be opened, the journal is left untouched.
+            self._router = Router(endpoint, keys, max_message_bytes)
+            self.endpoint = self._router.endpoint
+            # If the file cannot be opened, or the journal has an unknown format, the journal is left untouched.
             self.engine, self.seq, replayed = recover(self.file_name, journal_path(self.file_name), self.clients)
-            self.journal = Journal(journal_path(self.file_name), fsync=fsync)
-            if replayed or self.journal.size:
+            if replayed:
                 log.info("recovered %d journaled ops (through batch %d)", replayed, self.seq)
-            self.checkpoint()
+            self.journal = None
+            self.checkpoint(fsync)
             self._lock.record(self.endpoint, self.file_name)
         except BaseException:
-            self._close_transport()
+            if self._router is not None:
+                self._router.close()
             self._lock.release()
             raise
         self._stopping = False
-        self.started = time.time()
-        self.clients_seen = 0
-        self._recent_peers: set[bytes] = set()  # connection identities; reset when large (counting only)
-        self.ops_applied: Counter = Counter()
-        self.bytes_written = 0
-        self.bytes_read = 0  # data sent by read ops (shows that lazy readers fetch only what they index)
-        self.last_batch = 0
+        self.stats = Stats()
         log.info("serving %s on %s (pid %d)", self.file_name, self.endpoint, os.getpid())
 
-    def _bind(self, endpoint: str) -> str:
-        if endpoint.startswith("ipc://"):
-            path = endpoint[len("ipc://"):]
-            if os.path.exists(path):
-                if _socket_alive(path):
-                    raise OSError(f"{endpoint} is in use by another live process (another file's daemon?)")
-                os.unlink(path)  # stale: nobody listens on it any more
-            self._socket.bind(endpoint)
-            os.chmod(path, 0o600)
-            return endpoint
-        self._socket.bind(endpoint)
-        return self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
-
-    # --- loop --------------------------------------------------------------------------------
     def stop(self) -> None:
         """Ask the loop to finish (safe from a signal handler)."""
         self._stopping = True
 
     def serve_forever(self) -> None:
+        """Poll, drain, apply, reply; until stop(), then acknowledge what arrived and close."""
         # Every op leaves a few small containers behind (results, the client
         # table); with CPython's default thresholds the cyclic collector then
         # took about half the daemon's CPU. Collect rarely, and never rescan
@@ -140,338 +102,51 @@ class Server:
         gc.freeze()
         gc.set_threshold(GC_THRESHOLD, 50, 100)
         poller = zmq.Poller()
-        poller.register(self._socket, zmq.POLLIN)
+        poller.register(self._router.socket, zmq.POLLIN)
         try:
             while not self._stopping:
                 if poller.poll(POLL_MS):
                     self._turn()
                 if time.monotonic() - self._last_checkpoint >= self.checkpoint_interval_s:
                     self.checkpoint()
-            self._turn()  # acknowledge what already arrived before closing
+            if poller.poll(0):
+                self._turn()  # acknowledge what already arrived before closing
         finally:
             self.close()
 
     def _turn(self) -> None:
-        batch, size = [], 0
-        while len(batch) < self.max_batch and size < self.max_batch_bytes:
-            try:
-                frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                break
-            batch.append(frames)
-            size += sum(len(f) for f in frames)
-        self.last_batch = len(batch)
-        if batch:
-            for identity, frames in self.process(batch):
-                try:
-                    self._socket.send_multipart([identity, *frames], copy=False)
-                except zmq.ZMQError as exc:  # EHOSTUNREACH: the client left before its reply
-                    log.info("reply to a departed client dropped: %s", exc)
-            if self.journal.size >= self.checkpoint_bytes:
-                self.checkpoint()
+        """Drain what waits (the socket polled readable), apply it, reply; checkpoint past the byte limit."""
+        raw = self._router.drain(self.max_batch, self.max_batch_bytes)
+        self.stats.last_batch = len(raw)
+        if not raw:
+            return
+        self._router.send(self.process(raw))
+        if self.journal.size >= self.checkpoint_bytes:
+            self.checkpoint()
 
-    def process(self, batch: list) -> list:
-        """Apply a batch of raw messages; the reply frames for each sender, in order.
+    def process(self, raw: list) -> list:
+        """Apply a batch of raw messages (see batch.py); the reply frames for each sender, in order."""
+        return Batch(self, raw).run()
 
-        Appends are checked and given their indices, journaled, and only then
-        written to the file; other mutating ops (idempotent) are journaled
-        right after they are applied. Replies go out after the journal write:
-        nothing is acknowledged before it is in the journal. A request resent
-        after a restart gets the results it got before, op by op.
-        """
-        parsed = []  # (identity, request or None, ProtocolError or None)
-        for frames in batch:
-            identity = frames[0].bytes
-            if identity not in self._recent_peers:
-                if len(self._recent_peers) >= MAX_RECENT_PEERS:
-                    self._recent_peers.clear()
-                self._recent_peers.add(identity)
-                self.clients_seen += 1
-            try:
-                parsed.append((identity, decode_request(frames[1:]), None))
-            except ProtocolError as exc:
-                log.warning("bad request from %s: %s", identity.hex(), exc)
-                parsed.append((identity, None, exc))
-        results: list[list] = []
-        work = []  # (message, op index, op) still to apply
-        for m, (_, request, error) in enumerate(parsed):
-            if request is None:
-                results.append([error])
-                continue
-            known = self.clients.lookup(request.client, request.id) if request.client else None
-            results.append([_Known(known[i]) if known and i in known else None for i in range(len(request.ops))])
-            for i, op in enumerate(request.ops):
-                if known and i in known:
-                    continue
-                too_big = self._check_size(op)
-                if too_big is not None:  # refused before anything is applied: nothing to journal
-                    self._log_error(op.name, op.path, too_big)
-                    results[m][i] = too_big
-                    continue
-                work.append((m, i, op))
-        self._segment: list = []  # journal entries not written yet
-        self._commits: list = []  # append writes waiting for that journal write
-        position = 0
-        while position < len(work):
-            end = position + 1
-            if work[position][2].name == "append":
-                while end < len(work) and work[end][2].name == "append":
-                    end += 1
-                self._prepare_appends(work[position:end], parsed, results)
-            else:
-                self._flush_segment(results)  # earlier appends must be in the file before this op
-                end = position + self._apply_write_run(work[position:], parsed, results)
-                if end == position:
-                    m, i, op = work[position]
-                    outcome = results[m][i] = self._apply_one(op)
-                    self._log_mutation(parsed[m][1], i, op, outcome)
-                    end = position + 1
-            position = end
-        self._flush_segment(results)
-        return [(identity, encode_reply_body(request.id if request else -1, [_wire(r) for r in res]))
-                for (identity, request, _), res in zip(parsed, results)]
-
-    def _apply_write_run(self, work: list, parsed: list, results: list) -> int:
-        """Writes at consecutive indices of one variable, as one slice write; how many ops it took.
-
-        Returns 0 (nothing applied) unless ``work`` starts with at least two such
-        writes, or when the block write refuses them: they are then applied one
-        by one, each with its own exact error.
-        """
-        first = work[0][2]
-        start = first.args.get("at_index") if first.name == "write" else None
-        if type(start) is not int or start < 0:
-            return 0
-        count = 1
-        while count < len(work):
-            op = work[count][2]
-            if op.name != "write" or op.path != first.path or op.args.get("at_index") != start + count:
-                break
-            count += 1
-        if count < 2:
-            return 0
-        try:
-            self.engine.write_entries(first.path, start, [entry[2].args.get("data") for entry in work[:count]])
-        except Exception:  # noqa: BLE001 - one by one below gives each op its own error
-            return 0
-        for m, i, op in work[:count]:
-            results[m][i] = None
-            self.ops_applied["write"] += 1
-            self.bytes_written += _payload_bytes(op.args.get("data"))
-            self._log_mutation(parsed[m][1], i, op, None)
-        return count
-
-    def _log_mutation(self, request: Any, op_index: int, op: Op, outcome: Any) -> None:
-        """Queue the journal entry of an applied non-append op (nothing for reads)."""
-        if op.name in MUTATING_OPS:
-            logged = None if isinstance(outcome, BaseException) else [op.name, op.path, op.args]
-            self._log(request, op_index, logged, outcome)
-
-    def _prepare_appends(self, run: list, parsed: list, results: list) -> None:
-        """A run of consecutive appends: reserve indices now, one slice write per variable later.
-
-        Appends to different variables commute (indices are per variable and
-        nothing is acknowledged before the whole batch is done), so grouping
-        the run by path, keeping arrival order within each path, is invisible
-        to clients.
-        """
-        by_path: dict[str, list] = {}
-        for entry in run:
-            by_path.setdefault(entry[2].path, []).append(entry)
-        for path, entries in by_path.items():
-            values = [op.args.get("data") for _, _, op in entries]
-            try:
-                outcomes, commit = self.engine.prepare_appends(path, values)
-            except Exception as exc:  # noqa: BLE001 - a bad request must not stop the daemon
-                outcomes, commit = [exc] * len(entries), None
-            for (m, i, _), value, outcome in zip(entries, values, outcomes):
-                results[m][i] = outcome
-                if isinstance(outcome, BaseException):
-                    self._log_error("append", path, outcome)
-                    self._log(parsed[m][1], i, None, outcome)
-                else:
-                    self.ops_applied["append"] += 1
-                    self.bytes_written += _payload_bytes(value)
-                    self._log(parsed[m][1], i, ["put", path, {"data": value, "index": outcome}], outcome)
-            if commit is not None:
-                self._commits.append((entries, commit))
-
-    def _check_size(self, op: Op) -> ValueError | None:
-        """The error for a mutating op carrying more than ``max_array_bytes`` of data, else None."""
-        if op.name not in MUTATING_OPS:
-            return None
-        size = _payload_bytes(op.args.get("data", op.args.get("value")), self.max_array_bytes)
-        if size <= self.max_array_bytes:
-            return None
-        return ValueError(f"{op.path}: {op.name} carries at least {size} bytes of data; the daemon's limit is "
-                          f"{self.max_array_bytes} bytes ({self.max_array_bytes / 2**20:g} MiB) per operation "
-                          f"(nstored --max-array-mb)")
-
-    def _log(self, request: Any, op_index: int, logged: list | None, outcome: Any) -> None:
-        """Queue a mutating op's journal entry (``logged`` None: it failed, only its result is kept)."""
-        wire = _wire(outcome)
-        if request.client:
-            self.clients.remember(request.client, request.id, op_index, wire)
-        self._segment.append([request.client, request.id, op_index, logged, wire])
-
-    def _flush_segment(self, results: list) -> None:
-        """Write the queued journal entries as one record, then the appends they cover."""
-        if self._segment:
-            self.seq += 1
-            self.journal.append({"seq": self.seq, "ops": self._segment})
-            self._segment = []
-        for entries, commit in self._commits:
-            for (m, i, _), outcome in zip(entries, commit()):
-                results[m][i] = outcome
-        self._commits = []
-
-    def checkpoint(self) -> None:
-        """Sync the file with the batch number it now holds, then empty the journal.
-
-        A crash between the steps is safe: replay re-applies the whole journal
-        (idempotent), and a flush cut short is repaired from it (recovery.py).
-        The client table survives in the journal's first record.
-        """
-        self.engine.checkpoint(self.seq, fsync=self.journal.fsync != "never")
-        if _CHECKPOINT_PAUSE_S:  # tests only: widen the window between file sync and journal truncation
-            time.sleep(_CHECKPOINT_PAUSE_S)
-        self.clients.forget_idle()
-        self.journal.reset({"snapshot": self.seq, "clients": self.clients.snapshot()})
+    def checkpoint(self, fsync: str | None = None) -> None:
+        """Sync the file with the batch number it now holds, then start a fresh journal (checkpoint.py)."""
+        old = self.journal
+        self.journal = checkpoint(self.engine, journal_path(self.file_name), self.seq, self.clients,
+                                  fsync or old.fsync)
+        if old is not None:
+            old.close()
         self._last_checkpoint = time.monotonic()
 
-    def _apply_one(self, op: Op) -> Any:
-        handler = getattr(self, f"_op_{op.name}")
-        try:
-            result = handler(op.path, **op.args)
-        except Exception as exc:  # noqa: BLE001 - a bad request must not stop the daemon
-            self._log_error(op.name, op.path, exc)
-            return exc
-        self.ops_applied[op.name] += 1
-        return result
-
-    def _log_error(self, name: str, path: str, exc: BaseException) -> None:
-        log.info("%s %s failed: %s: %s", name, path, type(exc).__name__, exc)
-
-    # --- ops (each returns the reply value) ---------------------------------------------------
-    def _op_hello(self, path: str, version: int = PROTOCOL_VERSION) -> dict:
-        if version != PROTOCOL_VERSION:
-            raise ProtocolError(f"protocol version mismatch: client speaks {version}, daemon speaks {PROTOCOL_VERSION}")
-        # file, dev, ino, host: clients check they reached the daemon of the file they meant
-        return {"version": PROTOCOL_VERSION, "pid": os.getpid(), **file_identity(self.file_name)}
-
-    def _op_get_variable(self, path: str) -> None:
-        self.engine.get_storage_variable(path)
-
-    def _op_get_directory(self, path: str, create: bool = True) -> str:
-        return self.engine.get_directory(path, create=create)
-
-    def _op_list(self, path: str) -> list:
-        return self.engine.list_directory(path)
-
-    def _op_info(self, path: str) -> dict:
-        return self.engine.variable_info(path)
-
-    def _op_write(self, path: str, data: Any = None, at_index: int | None = None) -> None:
-        self.engine.write_variable(path, data, at_index)
-        self.bytes_written += _payload_bytes(data)
-
-    def _op_read(self, path: str, index: Any = None) -> Any:
-        value = bounded_read(self.engine, path, index, self.max_array_bytes)  # one reply may not stall the rest
-        self.bytes_read += _payload_bytes(value)
-        return value
-
-    def _op_layout(self, path: str) -> dict:
-        return layout(self.engine, path)
-
-    def _op_add_metadata(self, path: str, name: str = "", value: Any = None) -> None:
-        self.engine.add_metadata(name, value, path=path or "/")
-
-    def _op_metadata(self, path: str) -> dict:
-        return self.engine.read_metadata(path or "/")
-
-    def _op_sync(self, path: str) -> None:
-        self.engine.sync()
-
-    def _op_status(self, path: str) -> dict:
-        return self.status()
-
-    def _op_shutdown(self, path: str) -> dict:
-        self.stop()
-        return {"pid": os.getpid()}
-
     def status(self) -> dict:
-        uptime = time.time() - self.started
-        total = sum(self.ops_applied.values())
-        return {
-            "pid": os.getpid(),
-            "file": self.file_name,
-            "endpoint": self.endpoint,
-            "version": PROTOCOL_VERSION,
-            "uptime_s": round(uptime, 3),
-            "clients_seen": self.clients_seen,
-            "clients_remembered": len(self.clients),
-            "last_batch_seq": self.seq,
-            "journal_bytes": self.journal.size,
-            "fsync": self.journal.fsync,
-            "ops_applied": dict(self.ops_applied),
-            "ops_per_s": round(total / uptime, 1) if uptime > 0 else 0.0,
-            "queue_depth": self.last_batch,
-            "bytes_written": self.bytes_written,
-            "bytes_read": self.bytes_read,
-        }
+        return status(self)
 
-    # --- shutdown --------------------------------------------------------------------------------
     def close(self) -> None:
-        """Sync and close the file, unbind, remove socket and lock."""
+        """Checkpoint and close the file, unbind, remove socket and lock."""
         try:
             self.checkpoint()
             self.journal.close()
             self.engine.close()
         finally:
-            self._close_transport()
+            self._router.close()
             self._lock.release()
             log.info("stopped; %s closed", self.file_name)
-
-    def _close_transport(self) -> None:
-        """Close the socket (and its authenticator); remove the ipc socket file we bound."""
-        self._socket.close()
-        if self._authenticator is not None:
-            self._authenticator.stop()
-        self._context.term()
-        if self._bound and self.endpoint.startswith("ipc://"):
-            try:
-                os.unlink(self.endpoint[len("ipc://"):])
-            except FileNotFoundError:
-                pass
-
-
-def _socket_alive(path: str) -> bool:
-    """True when something accepts connections on the Unix socket at ``path``."""
-    import socket
-
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        probe.close()
-
-
-class _Known:
-    """A result the daemon already sent for a resent request (kept in wire form)."""
-
-    __slots__ = ("wire",)
-
-    def __init__(self, wire: list):
-        self.wire = wire
-
-
-def _wire(outcome: Any) -> list:
-    """``[ok, value-or-error]`` as a reply carries it."""
-    if isinstance(outcome, _Known):
-        return list(outcome.wire)
-    if isinstance(outcome, BaseException):
-        return [False, error_to_wire(outcome)]
-    return [True, outcome]

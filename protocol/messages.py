@@ -36,8 +36,6 @@ OPS: dict[str, dict[str, tuple]] = {
     "layout": {},  # dimensions, dtypes, shapes and raw attributes of a subtree (xarray backend)
     "shutdown": {},
 }
-# Ops that change the file (journaled, refused in read-only mode).
-MUTATING_OPS = frozenset({"get_directory", "write", "append", "add_metadata"})
 
 
 class Op(NamedTuple):
@@ -111,17 +109,6 @@ def _check_op(raw: Any) -> Op:
         if allowed != (_ANY,) and not isinstance(value, allowed):
             raise ProtocolError(f"{name}: argument {key!r} has type {type(value).__name__}")
     return Op(name, path, args)
-
-
-def reply_body(results: Sequence[Any]) -> list:
-    """``[[ok, value-or-error-dict], ...]`` for results that are values or exceptions."""
-    return [[False, error_to_wire(r)] if isinstance(r, BaseException) else [True, r] for r in results]
-
-
-def encode_reply(request_id: int, results: Sequence[Any]) -> list:
-    """Frames of a reply; each result is a value, an exception, or already ``[ok, value]``."""
-    body = reply_body(results)
-    return encode_reply_body(request_id, body)
 
 
 def encode_reply_body(request_id: int, body: list) -> list:

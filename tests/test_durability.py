@@ -45,7 +45,7 @@ import numpy as np
 import pytest
 
 from nstore import NetCDFIODriver, connect
-from nstore.daemon.journal import Journal, journal_path, read_records
+from nstore.daemon.journal import HEADER_BYTES, Commit, Entry, Journal, Snapshot, journal_path, read_records
 
 from daemons import free_port
 
@@ -254,7 +254,7 @@ def check_against_file(file_name: str, acked: list[tuple[int, ...]], kind: str =
 
 def journal_leftovers(file_name: str) -> list:
     """Journal records that hold operations (not client-table snapshots)."""
-    return [r for r in read_records(journal_path(file_name)) if "snapshot" not in r]
+    return [r for r in read_records(journal_path(file_name)) if not isinstance(r, Snapshot)]
 
 
 def kill_loop(daemon, start, worker, rng, rounds):
@@ -340,7 +340,7 @@ def test_kill_inside_checkpoint_pause(tmp_path, endpoint, daemon_factory, worker
         shrunk = time.monotonic()
         time.sleep(max(0.0, shrunk + rng.uniform(0.7, 1.2) - time.monotonic()))
         daemon.kill()
-        seqs = [r["seq"] for r in journal_leftovers(file_name)]
+        seqs = [r.seq for r in journal_leftovers(file_name)]
         with netCDF4.Dataset(file_name, "r") as ds:
             file_seq = int(ds.getncattr("nstore_checkpoint_seq"))
         if seqs and max(seqs) <= file_seq:
@@ -451,7 +451,7 @@ def test_tcp_client_notices_a_frozen_daemon_by_heartbeat(tmp_path, daemon_factor
 
 
 def _record_bytes(tmp_path, record) -> bytes:
-    """One journal record exactly as the daemon writes it."""
+    """One journal record exactly as the daemon writes it (without the journal's header)."""
     scratch = str(tmp_path / "scratch.journal")
     journal = Journal(scratch)
     journal.append(record)
@@ -459,7 +459,7 @@ def _record_bytes(tmp_path, record) -> bytes:
     with open(scratch, "rb") as fh:
         data = fh.read()
     os.unlink(scratch)
-    return data
+    return data[HEADER_BYTES:]
 
 
 def _append_sync(driver, ks) -> None:
@@ -481,12 +481,12 @@ def test_torn_journal_tail_is_ignored(tmp_path, endpoint, daemon_factory, tear):
     driver.close()
     daemon.kill()
     journal = journal_path(file_name)
-    seqs = [r["seq"] for r in journal_leftovers(file_name)]
+    seqs = [r.seq for r in journal_leftovers(file_name)]
     assert seqs, "the appends should be in the journal (no checkpoint since the start)"
     # A well-formed record that would put a bogus value at index 10 (and 0), then torn.
-    bogus = _record_bytes(tmp_path, {"seq": max(seqs) + 1, "ops": [
-        ["torn-client", 1, 0, ["put", PATH, {"data": -999.0, "index": 10}], [True, 10]],
-        ["torn-client", 1, 1, ["put", PATH, {"data": -999.0, "index": 0}], [True, 0]]]})
+    bogus = _record_bytes(tmp_path, Commit(max(seqs) + 1, [
+        Entry("torn-client", 1, 0, ("append", PATH, {"data": -999.0, "index": 10}), [True, 10]),
+        Entry("torn-client", 1, 1, ("append", PATH, {"data": -999.0, "index": 0}), [True, 0])]))
     tail = {"truncated": bogus[:-5],
             "bad_crc": bogus[:-1] + bytes([bogus[-1] ^ 0xFF]),
             "garbage": b"\xde\xad\xbe\xef" * 16,
@@ -527,7 +527,7 @@ def test_recover_replays_the_journal_into_the_file(tmp_path, endpoint, daemon_fa
     assert result.returncode == 0, result.stderr
     assert "replayed 20 ops" in result.stdout, result.stdout
     remaining = list(read_records(journal_path(file_name)))  # only the clients' table is kept
-    assert [sorted(record) for record in remaining] == [["clients", "snapshot"]], remaining
+    assert [type(record) for record in remaining] == [Snapshot], remaining
     assert check_against_file(file_name, [(k, k) for k in range(25)]) == 0
     # Nothing left to do the second time.
     result = nstored("recover", file_name)

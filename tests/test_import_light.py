@@ -49,3 +49,25 @@ def test_xarray_finds_the_nstore_engine_through_its_entry_point():
     loaded = loaded_after("import xarray as xr; assert type(xr.backends.list_engines()['nstore']).__name__ "
                           "== 'NstoreBackendEntrypoint'")
     assert "nstore" in loaded
+
+
+CLIENT_MODULES = ("nstore.storage", "nstore.remote", "nstore.inspect", "nstore.cli", "nstore.mpi")
+
+
+def test_the_daemon_loads_no_client_module():
+    """``import nstore.daemon.server`` runs nstore/__init__.py, which must not pull in the client side."""
+    script = ("import json, sys\nimport nstore.daemon.server, nstore.daemon.cli\n"
+              "print(json.dumps(sorted(m for m in sys.modules if m.startswith('nstore'))))")
+    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True, timeout=60)
+    loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert "nstore.daemon.server" in loaded
+    assert not loaded & set(CLIENT_MODULES), sorted(loaded & set(CLIENT_MODULES))
+
+
+def test_public_names_still_resolve_lazily():
+    import nstore
+
+    assert nstore.StorageInterface.__module__ == "nstore.storage"
+    assert "connect" in dir(nstore) and callable(nstore.connect)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        nstore.nope  # noqa: B018

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from nstore import NetCDFIODriver, StorageInterface
-from nstore.daemon.journal import Journal, journal_path
+from nstore.daemon.journal import Commit, Entry, Journal, journal_path
 from nstore.daemon.safefiles import PlantedLinkError, copy_new, create_new, open_append, open_file
 from nstore.protocol.endpoints import read_lock
 
@@ -62,7 +62,7 @@ def failing_journal(file_name: str) -> None:
     """A journal whose one op cannot be replayed (an entry far past the end): recovery keeps a copy
     of the journal and tries to rebuild the file."""
     journal = Journal(journal_path(file_name))
-    journal.append({"seq": 1, "ops": [["", 0, 0, ["put", "x", {"data": 2.0, "index": 5}], [True, 5]]]})
+    journal.append(Commit(1, [Entry("", 0, 0, ("append", "x", {"data": 2.0, "index": 5}), [True, 5])]))
     journal.close()
 
 

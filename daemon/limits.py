@@ -1,12 +1,12 @@
-"""Sizes of values: the data an op carries, and bounding one read through the daemon.
+"""How much data an op carries or a read returns, and the daemon's limits on both.
 
-A read whose reply would exceed the limit is refused, suggesting a slice.
-
-The daemon serves every client from one thread, so a single huge reply would
-stall the others and grow the daemon without bound. Numeric reads are sized
-from the variable's shape before anything is read; text (dicts, lists, str)
-cannot be, so its decoded value is measured before it is encoded, walking at
-most ``limit / 8`` items (every item counts 8 bytes more than its data).
+An op carrying more than the limit is refused before anything is written. A
+read whose reply would exceed it is refused too, suggesting a slice: the daemon
+serves every client from one thread, so a single huge reply would stall the
+others and grow the daemon without bound. Numeric reads are sized from the
+variable's shape before anything is read; text (dicts, lists, str) cannot be,
+so its decoded value is measured before it is encoded, walking at most
+``limit / 8`` items (every item counts 8 bytes more than its data).
 """
 
 from __future__ import annotations
@@ -15,8 +15,19 @@ from typing import Any
 
 import numpy as np
 
-from nstore.protocol.paths import normalize_path
 from nstore.protocol.kinds import payload_bytes
+from nstore.protocol.messages import Op
+from nstore.protocol.paths import normalize_path
+
+
+def size_error(op: Op, limit: int) -> ValueError | None:
+    """The error for a mutating op carrying more than ``limit`` bytes of data, else None."""
+    size = payload_bytes(op.args.get("data", op.args.get("value")), limit)
+    if size <= limit:
+        return None
+    return ValueError(f"{op.path}: {op.name} carries at least {size} bytes of data; the daemon's limit is "
+                      f"{limit} bytes ({limit / 2**20:g} MiB) per operation (nstored --max-array-mb)")
+
 
 TEXT_TYPES = frozenset({"str", "dict", "yaml"})  # IODriver_Type of variables stored as text
 _ITEM_BYTES = 8  # what every number, container and string costs at least in a reply
