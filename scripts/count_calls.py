@@ -24,9 +24,9 @@ def _client(endpoint: str, n: int, pipeline: bool) -> None:
     for k in range(n):
         driver.append_variable("x", float(k))
     driver.close()
-    from nstore.daemon.control import query
+    from nstore.protocol.transport import call
 
-    query(endpoint, "shutdown")
+    call(endpoint, "shutdown", timeout=30)
 
 
 def daemon_calls(n: int, pipeline: bool = False) -> int:
