@@ -162,6 +162,9 @@ class RemoteDriver(StorageDriver):
                 raise ConnectionError(f"no nstored listens at {self.endpoint}")
             sock = zmq.Context.instance().socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 5000)  # at exit, give queued messages time to leave
+            # The daemon answers a resent request from its exactly-once table only over the
+            # connection whose routing id is the client id (see daemon/batch.py _check_owner).
+            sock.setsockopt(zmq.ROUTING_ID, self._client_id.encode())
             # Never let this socket reconnect to a restarted daemon by itself: it
             # would deliver requests sent after the crash before the lost earlier
             # ones are resent, breaking this client's order. _ride_through()

@@ -4,8 +4,9 @@ Appends are checked and given their indices (a reservation), journaled, and
 only then written to the file; other mutating ops (idempotent) are journaled
 right after they are applied. Replies are built after the journal write:
 nothing is acknowledged before it is in the journal. A request resent after a
-restart gets the results it got before, op by op. All of this state lives and
-dies with one :class:`Batch`.
+restart gets the results it got before, op by op -- only if it is the very
+same request (same digest) and comes from the connection whose ZeroMQ routing
+id is its client id (clients.py). All of this state lives and dies with one :class:`Batch`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from nstore.protocol.errors import ProtocolError, error_to_wire
 from nstore.protocol.kinds import payload_bytes
 from nstore.protocol.messages import Op, Request, decode_request, encode_reply_body
 
+from .clients import request_digest
 from .journal import Commit, Entry
 from .limits import size_error
 from .ops import OPS
@@ -27,10 +29,10 @@ log = logging.getLogger("nstored")
 class _Slot:
     """One op of one request and, once known, its outcome (a value, an exception or a _Known)."""
 
-    __slots__ = ("request", "index", "op", "outcome")
+    __slots__ = ("request", "index", "op", "outcome", "digest")
 
-    def __init__(self, request: Request, index: int, op: Op, outcome: Any = None):
-        self.request, self.index, self.op, self.outcome = request, index, op, outcome
+    def __init__(self, request: Request, index: int, op: Op, digest: bytes):
+        self.request, self.index, self.op, self.outcome, self.digest = request, index, op, None, digest
 
 
 class _Known:
@@ -65,8 +67,20 @@ class Batch:
             self.replies.append((identity, None, exc))
             return
         server = self.server
-        known = server.clients.lookup(request.client, request.id) if request.client else None
-        slots = [_Slot(request, i, op) for i, op in enumerate(request.ops)]
+        digest, known = b"", None
+        if request.client and any(OPS[op.name].mutates for op in request.ops):
+            try:  # exactly-once: only for the identical request, from the connection holding the client id
+                _check_owner(identity, request)
+                digest = request_digest(frames[1:])
+                known = server.clients.lookup(request.client, request.id, digest)
+            except ProtocolError as exc:  # every op of it gets the error; nothing is applied
+                log.warning("refused request from %s: %s", identity.hex(), exc)
+                slots = [_Slot(request, i, op, digest) for i, op in enumerate(request.ops)]
+                for slot in slots:
+                    slot.outcome = exc
+                self.replies.append((identity, request, slots))
+                return
+        slots = [_Slot(request, i, op, digest) for i, op in enumerate(request.ops)]
         for slot in slots:
             op = slot.op
             if known and slot.index in known:
@@ -175,8 +189,8 @@ class Batch:
         wire = _wire(outcome)
         logged = None if isinstance(outcome, BaseException) else (op.name, op.path, OPS[op.name].journal(op.args, outcome))
         if request.client:
-            self.server.clients.remember(request.client, request.id, slot.index, wire)
-        self.entries.append(Entry(request.client, request.id, slot.index, logged, wire))
+            self.server.clients.remember(request.client, request.id, slot.index, wire, slot.digest)
+        self.entries.append(Entry(request.client, request.id, slot.index, logged, wire, slot.digest))
 
     def _commit(self) -> None:
         """Write the queued journal entries as one record, then the appends they cover."""
@@ -194,6 +208,19 @@ class Batch:
         for slots, reservation in reservations:
             for slot, outcome in zip(slots, reservation.commit()):
                 slot.outcome = outcome
+
+
+def _check_owner(identity: bytes, request: Request) -> None:
+    """A request naming a client id must come over the connection whose routing id is that client id.
+
+    ZeroMQ's ROUTER refuses a second live connection with a routing id in use,
+    so no peer can claim (and be answered with) another connected client's
+    results; a client reconnecting on a fresh socket (after a restart or link
+    loss) reuses its routing id once the old connection is gone.
+    """
+    if identity != request.client.encode():
+        raise ProtocolError(f"client {request.client!r}: request {request.id} names a client id that is not its "
+                            f"connection's routing id (set zmq.ROUTING_ID to the client id, or send no client id)")
 
 
 def _wire(outcome: Any) -> list:

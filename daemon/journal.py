@@ -11,6 +11,7 @@ the bytes of a sample record, so a codec change cannot silently change the
 format: it must bump :data:`FORMAT_VERSION`. A torn tail (daemon killed
 mid-write) fails the length or checksum test and is ignored, never applied.
 
+Format 3 adds each entry's request digest (format 2 journals are still read).
 A journal of another version is refused (:class:`JournalVersionError`) and
 left untouched. A headerless journal (format 1, nstore before the header) is
 still read.
@@ -36,7 +37,8 @@ from nstore.protocol.values import pack, unpack
 from .safefiles import open_file
 
 MAGIC = b"NSTOREJ\n"
-FORMAT_VERSION = 2  # 1: headerless (records were the server's dicts and lists)
+FORMAT_VERSION = 3  # 3: request digests; 2: no digests; 1: headerless (records were the server's dicts and lists)
+READABLE_VERSIONS = (2, 3)  # (and the headerless 1)
 _HEADER = struct.Struct("<8sI")
 HEADER_BYTES = _HEADER.size
 _RECORD = struct.Struct("<II")
@@ -56,6 +58,7 @@ class Entry(NamedTuple):
     op_index: int
     op: tuple | None  # (name, path, journaled args), see ops.OpSpec.journal
     wire: list  # the result the client got, for a resent request
+    digest: bytes = b""  # of the request's frames (clients.request_digest); b"": before format 3
 
 
 class Commit(NamedTuple):
@@ -147,11 +150,11 @@ def _record_parts(record: Commit | Snapshot) -> tuple[list, int]:
 
 
 def _plain(record: Commit | Snapshot) -> list:
-    """The record's explicit plain form (format 2)."""
+    """The record's explicit plain form (format 3; format 2 lacked each entry's digest)."""
     if isinstance(record, Snapshot):
         return ["snapshot", record.seq, record.clients]
-    return ["commit", record.seq, [[e.client, e.request_id, e.op_index, None if e.op is None else list(e.op), e.wire]
-                                   for e in record.entries]]
+    return ["commit", record.seq, [[e.client, e.request_id, e.op_index, None if e.op is None else list(e.op), e.wire,
+                                    e.digest] for e in record.entries]]
 
 
 def _typed(plain: Any) -> Commit | Snapshot:
@@ -160,7 +163,8 @@ def _typed(plain: Any) -> Commit | Snapshot:
         return Snapshot(int(seq), body)
     if kind != "commit":
         raise ValueError(f"unknown journal record {kind!r}")
-    return Commit(int(seq), [Entry(c, rid, i, None if op is None else tuple(op), wire) for c, rid, i, op, wire in body])
+    return Commit(int(seq), [Entry(c, rid, i, None if op is None else tuple(op), wire, bytes(digest[0]) if digest else b"")
+                             for c, rid, i, op, wire, *digest in body])
 
 
 def _typed_v1(record: dict) -> Commit | Snapshot:
@@ -205,10 +209,10 @@ def _read_header(fh: BinaryIO, path: str) -> bool:
     if len(header) < _HEADER.size:  # a header cut short: an empty journal
         return True
     _, version = _HEADER.unpack(header)
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise JournalVersionError(
-            f"{path}: journal format version {version}, but this nstored reads version {FORMAT_VERSION} "
-            f"(and the headerless version 1); the journal is left untouched: replay it with the nstore "
+            f"{path}: journal format version {version}, but this nstored reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))} (and the headerless version 1); the journal is left untouched: replay it with the nstore "
             f"that wrote it (`nstored recover FILE`), or move it aside to start without it")
     return True
 

@@ -87,7 +87,7 @@ def replay(engine: DaemonEngine, journal: str, clients: ClientTable,
         seq = record.seq
         for entry in record.entries:
             if entry.client:
-                clients.remember(entry.client, entry.request_id, entry.op_index, entry.wire)
+                clients.remember(entry.client, entry.request_id, entry.op_index, entry.wire, entry.digest)
             if entry.op is None:
                 continue
             try:

@@ -341,6 +341,7 @@ def test_daemon_survives_bad_requests(tmp_path, daemon_factory):
     context = zmq.Context()
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.ROUTING_ID, b"t")  # its requests carry client id "t"
     sock.setsockopt(zmq.RCVTIMEO, 5000)
     sock.setsockopt(zmq.SNDTIMEO, 5000)
     try:

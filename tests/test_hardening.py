@@ -50,10 +50,12 @@ MiB = 1024 * 1024
 class RawClient:
     """A bare DEALER socket: send any frames, take the reply with a timeout."""
 
-    def __init__(self, endpoint: str):
+    def __init__(self, endpoint: str, routing_id: bytes | None = None):
         self.context = zmq.Context()
         self.sock = self.context.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        if routing_id is not None:  # the daemon keeps exactly-once results only for a client id that is this
+            self.sock.setsockopt(zmq.ROUTING_ID, routing_id)
         self.sock.connect(endpoint)
 
     def exchange(self, frames: list, timeout: float = REPLY_TIMEOUT_S) -> tuple[int, list]:
@@ -252,7 +254,7 @@ def test_bad_requests_get_clear_errors_and_change_nothing(tmp_path, daemon_facto
         store.keep.append(float(k))
     store.fixed.write(np.arange(4.0))
     before = sorted(store.storage_driver.list_directory(""))
-    raw = RawClient(daemon.endpoint)
+    raw = RawClient(daemon.endpoint, routing_id=b"hostile")  # its requests say client "hostile"
     try:
         for label, frames, fragment in _garbage():
             reply_id, results = raw.exchange(frames)
@@ -398,7 +400,7 @@ def test_max_message_mb_disconnects_only_the_offender(tmp_path, daemon_factory):
 
 def test_max_ops_per_message(tmp_path, daemon_factory):
     daemon = daemon_factory(tmp_path / "run.nc")
-    raw = RawClient(daemon.endpoint)
+    raw = RawClient(daemon.endpoint, routing_id=b"bulk")
     try:
         ops = [("append", "many", {"data": float(k)}) for k in range(MAX_OPS_PER_MESSAGE)]
         reply_id, results = raw.exchange(encode_request(11, "bulk", ops), timeout=60)

@@ -16,14 +16,23 @@ from nstore.daemon.journal import (FORMAT_VERSION, HEADER_BYTES, MAGIC, Commit, 
                                    journal_path, read_records)
 from nstore.protocol.values import pack
 
+DIGEST = b"\x01" * 16
 SAMPLE = Commit(7, [
-    Entry("c1", 3, 0, ("append", "a/x", {"data": 1.5, "index": 4}), [True, 4]),
-    Entry("c1", 3, 1, ("write", "y", {"data": np.arange(3, dtype=np.int32), "at_index": None}), [True, None]),
-    Entry("c1", 3, 2, None, [False, {"type": "TypeError", "message": "no", "args": ["no"]}]),
+    Entry("c1", 3, 0, ("append", "a/x", {"data": 1.5, "index": 4}), [True, 4], DIGEST),
+    Entry("c1", 3, 1, ("write", "y", {"data": np.arange(3, dtype=np.int32), "at_index": None}), [True, None], DIGEST),
+    Entry("c1", 3, 2, None, [False, {"type": "TypeError", "message": "no", "args": ["no"]}], DIGEST),
 ])
-# The bytes of SAMPLE as journal format 2 writes them. If this changes (e.g. the value codec in
+# The bytes of SAMPLE as journal format 3 writes them. If this changes (e.g. the value codec in
 # protocol/values.py did), old journals would be misread: bump journal.FORMAT_VERSION and read the old one.
 SAMPLE_HEX = (
+    "de0000002f947b1201000000d20000000000000093a6636f6d6d6974079396a26331030093a6617070656e64a3612f78"
+    "82a464617461cb3ff8000000000000a5696e6465780492c304c4100101010101010101010101010101010196a2633103"
+    "0193a57772697465a17982a464617461c7150293a33c69349103c40c000000000100000002000000a861745f696e6465"
+    "78c092c3c0c4100101010101010101010101010101010196a263310302c092c283a474797065a9547970654572726f72"
+    "a76d657373616765a26e6fa46172677391a26e6fc41001010101010101010101010101010101"
+)
+# SAMPLE as format 2 wrote it (no request digests): still read.
+SAMPLE_HEX_V2 = (
     "a80000002aa2c2e1010000009c0000000000000093a6636f6d6d6974079395a26331030093a6617070656e64a3612f78"
     "82a464617461cb3ff8000000000000a5696e6465780492c30495a26331030193a57772697465a17982a464617461c715"
     "0293a33c69349103c40c000000000100000002000000a861745f696e646578c092c3c095a263310302c092c283a47479"
@@ -56,6 +65,16 @@ def test_record_encoding_is_pinned():
     data = b"".join(bytes(part) for part in parts)
     assert len(data) == size
     assert data.hex() == SAMPLE_HEX, data.hex()
+
+
+def test_a_format_2_journal_is_read_without_digests(tmp_path):
+    path = str(tmp_path / "j")
+    with open(path, "wb") as fh:
+        fh.write(MAGIC + struct.pack("<I", 2) + bytes.fromhex(SAMPLE_HEX_V2))
+    (commit,) = read_records(path)
+    assert commit.seq == 7 and [e.digest for e in commit.entries] == [b"", b"", b""]
+    assert commit.entries[0] == SAMPLE.entries[0]._replace(digest=b"")
+    assert commit.entries[1].op[2]["data"].tolist() == [0, 1, 2]
 
 
 def test_a_journal_of_an_unknown_version_is_refused_and_left_untouched(tmp_path, daemon_factory):

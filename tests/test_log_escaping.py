@@ -16,6 +16,7 @@ def test_a_newline_in_a_request_path_cannot_forge_a_log_line(tmp_path, daemon_fa
     daemon = daemon_factory(str(tmp_path / "run.nc"))
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.ROUTING_ID, b"log-test")  # its requests say client "log-test"
     sock.connect(daemon.endpoint)
     try:  # raw requests: the client library would refuse these paths before sending them
         requests = [("append", f"x\n{FORGED}", {"data": 1.0}), ("read", f"y\r\n{FORGED}", {}),

@@ -156,7 +156,7 @@ def test_a_run_of_appends_becomes_one_write_per_variable(tmp_path, monkeypatch):
         server.engine.append_variable("x", 0.0)  # create both first
         server.engine.append_variable("y", 0.0)
         monkeypatch.setattr(engine, "_write_rows", counting)
-        batch = [[_Frame(f"client{k}".encode()),
+        batch = [[_Frame(f"c{k}".encode()),
                   *map(_Frame, encode_request(1, f"c{k}", [("append", path, {"data": float(k)})]))]
                  for k, path in enumerate(["x", "y", "x", "y"])]
         replies = server.process(batch)
