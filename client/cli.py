@@ -42,6 +42,7 @@ DEFAULT_TIMEOUT_S = 60.0
 LOCK_PROBE_TIMEOUT_S = 3.0  # a daemon named in a lock file that does not answer this fast is taken as gone
 BLOCK_BYTES = 32 * 1024 * 1024  # snapshot copies appendable variables in blocks of about this size
 TEXT_ROW_BYTES = 1024  # assumed size of one str/dict entry when sizing blocks
+MAX_COPY_RATIO = 64  # snapshot refuses a copy estimated (8 bytes a value) past this many times the source file
 
 
 class CLIError(ValueError):
@@ -179,6 +180,22 @@ def _rows_per_block(info: dict) -> int:
     return max(1, BLOCK_BYTES // (8 * int(np.prod(info["shape"] or [1]))))
 
 
+def _check_copyable(file_name: str, variables: list) -> None:
+    """CLIError if a variable cannot be read, or the copy would be absurdly larger than the source file
+    (a crafted file declaring huge dimensions); the source size is known only when the file is local."""
+    unreadable = [info["error"] for _, info in variables if "error" in info]
+    if unreadable:
+        raise CLIError(f"{file_name}: cannot snapshot a file holding unreadable variables: {'; '.join(unreadable)}")
+    sizes = {path: 8 * int(np.prod(info["shape"] or [1], dtype=np.float64)) * (info["length"] if info["appendable"]
+                                                                                  else 1) for path, info in variables}
+    total = sum(sizes.values())
+    source = os.path.getsize(file_name) if os.path.isfile(file_name) else None
+    if source is not None and total > MAX_COPY_RATIO * source + BLOCK_BYTES:
+        biggest = max(sizes, key=sizes.get)
+        raise CLIError(f"{file_name}: a copy would hold about {total} bytes, more than {MAX_COPY_RATIO} times the "
+                       f"{source}-byte file ({biggest} declares {sizes[biggest]} bytes); refusing to write it")
+
+
 def snapshot(driver: StorageDriver, out_path: str, timeout: float = DEFAULT_TIMEOUT_S) -> dict:
     """Copy everything ``driver`` serves into a new file ``out_path``; returns counts.
 
@@ -191,6 +208,7 @@ def snapshot(driver: StorageDriver, out_path: str, timeout: float = DEFAULT_TIME
     tree = list(_inspect.walk(driver))
     groups = [path for path, info in tree if info is None]
     variables = [(path, info) for path, info in tree if info is not None]
+    _check_copyable(driver.file_name, variables)
     ops: list[tuple[str, str, dict]] = [("metadata", "", {})]
     ops += [("metadata", path, {}) for path in groups]
     for path, info in variables:

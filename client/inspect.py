@@ -14,7 +14,10 @@ from nstore.protocol.api import StorageDriver
 
 
 def walk(driver: StorageDriver, path: str = "") -> Iterator[tuple[str, dict | None]]:
-    """``(path, info)`` for every directory (info None) and variable below ``path``, depth first."""
+    """``(path, info)`` for every directory (info None) and variable below ``path``, depth first.
+
+    A variable nstore cannot read (a crafted or damaged file) comes as ``{"error": message}``.
+    """
     for name in driver.list_directory(path):
         child = f"{path}/{name}" if path else name
         try:
@@ -22,6 +25,8 @@ def walk(driver: StorageDriver, path: str = "") -> Iterator[tuple[str, dict | No
         except (KeyError, TypeError):  # a directory
             yield child, None
             yield from walk(driver, child)
+        except ValueError as exc:  # stored in a way nstore cannot read: say so, list the rest
+            yield child, {"error": str(exc)}
         else:
             yield child, info
 
@@ -44,10 +49,14 @@ def describe(info: dict) -> str:
 
 
 def entries(driver: StorageDriver, metadata: bool = True) -> list[dict[str, Any]]:
-    """Every group and variable as a dict: ``path``, ``kind`` (group/fixed/appendable), and for variables
-    ``python_type``, ``io_type``, ``type``, ``shape``, ``length`` (appendable only), ``unit``; ``metadata`` too."""
+    """Every group and variable as a dict: ``path``, ``kind`` (group/fixed/appendable/unreadable), and for
+    variables ``python_type``, ``io_type``, ``type``, ``shape``, ``length`` (appendable only), ``unit``, or
+    ``error`` (unreadable); ``metadata`` too."""
     out = []
     for path, info in walk(driver):
+        if info is not None and "error" in info:
+            out.append({"path": path, "kind": "unreadable", "error": info["error"]})
+            continue
         if info is None:
             entry: dict[str, Any] = {"path": path, "kind": "group"}
         else:
@@ -77,6 +86,9 @@ def tree_lines(driver: StorageDriver, metadata: bool = True) -> list[str]:
         indent = "  " * (depth + 1)
         if entry["kind"] == "group":
             lines.append(f"{indent}{name}/")
+        elif entry["kind"] == "unreadable":
+            lines.append(f"{indent}{name}: UNREADABLE: {entry['error']}")
+            continue
         else:
             lines.append(f"{indent}{name}: {describe_entry(entry)}")
         if metadata:

@@ -7,6 +7,7 @@ NetCDFIODriver, which the daemon's engine extends.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Sequence
 
@@ -14,6 +15,9 @@ import numpy as np
 
 from .engine import NetCDFIODriver, _variable_path, write_block
 from .format import CHECKPOINT_ATTR
+
+log = logging.getLogger("nstored")
+MAX_CHECKPOINT_SEQ = 2**53  # far beyond any real count of batches, far below int64 overflow
 
 
 class DaemonEngine(NetCDFIODriver):
@@ -57,11 +61,22 @@ class DaemonEngine(NetCDFIODriver):
 
     @property
     def checkpoint_seq(self) -> int:
-        """Sequence number of the last journaled batch the file holds (global attribute)."""
+        """Sequence number of the last journaled batch the file holds (global attribute).
+
+        A value that is not an integer in ``[0, MAX_CHECKPOINT_SEQ]`` (a crafted or
+        damaged file) is logged and read as 0: replay never trusts it to skip
+        records (recovery.py), and the next checkpoint overwrites it.
+        """
         try:
-            return int(self.ncfile.getncattr(CHECKPOINT_ATTR))
+            value = self.ncfile.getncattr(CHECKPOINT_ATTR)
         except AttributeError:
             return 0
+        if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) \
+                and 0 <= value <= MAX_CHECKPOINT_SEQ:
+            return int(value)
+        log.warning("%s: %s is %r, not a batch number in [0, %d]; read as 0 (the next checkpoint rewrites it)",
+                    self.file_name, CHECKPOINT_ATTR, getattr(value, "tolist", lambda: value)(), MAX_CHECKPOINT_SEQ)
+        return 0
 
     def checkpoint(self, seq: int, fsync: bool = False) -> None:
         """Record ``seq`` in the file and sync it: everything up to ``seq`` is now in the file.

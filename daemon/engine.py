@@ -21,7 +21,7 @@ from nstore.protocol.values import check_storable_type, type_name
 
 from .conversion import unit_converter
 from .format import (RESERVED_ATTRS, VarState, attribute_value, block, create_variable, last_unlimited, load_variable,
-                     python_attribute, row, text_cell)
+                     open_dataset, python_attribute, row, text_cell)
 from .kinds import KINDS, TEXT, Signature, check_compatible, encode, signature
 from .lock import refuse_if_served
 from .textcodec import StoredTextError
@@ -66,10 +66,7 @@ class NetCDFIODriver(StorageDriver):
             raise FileNotFoundError(f"{self.file_name}: no such file (access_mode 'a' needs an existing file)")
         if mode != "r":
             refuse_if_served(self.file_name)  # a second writer would corrupt the file
-        try:
-            self._ncfile = netCDF4.Dataset(self.file_name, mode, format="NETCDF4")
-        except OSError as exc:
-            raise OSError(f"{self.file_name}: cannot open as NetCDF4 ({exc})") from None
+        self._ncfile = open_dataset(self.file_name, mode)
         self._ncfile.set_auto_mask(False)
         self._groups = {"": self._ncfile}
         self._vars = {}

@@ -44,6 +44,7 @@ CACHE_SLOTS = 7
 RESERVED_ATTRS = re.compile(r"^(IODriver_|nstore_|_)|^(type|units)$")
 _UNLIMITED = re.compile(r"^unlimited(\d+)$")
 CHECKPOINT_ATTR = "nstore_checkpoint_seq"  # global attribute: the last journaled batch the file holds
+MAX_ENTRY_BYTES = 1 << 36  # an entry declaring more (64 GiB) is a crafted or damaged file, not one nstore wrote
 
 
 def chunk_rows(sig: Signature) -> int:
@@ -73,19 +74,53 @@ def last_unlimited(group: Any) -> int:
 
 
 def load_variable(path: str, ncvar: Any) -> VarState:
-    """Read a stored variable's signature from its attributes and shape."""
+    """Read a stored variable's signature from its attributes and shape.
+
+    A variable nstore did not write, or a crafted one, gets one ValueError
+    naming it and what is wrong (tools list it as unreadable and carry on).
+    """
     attrs = {name: ncvar.getncattr(name) for name in ncvar.ncattrs()}
     io_type = attrs.get("IODriver_Type")
-    if io_type not in KINDS:
-        raise TypeError(f"{path}: variable has IODriver_Type {io_type!r}, which nstore cannot read")
-    appendable = bool(int(attrs.get("IODriver_Appendable", 0)))
+    if not isinstance(io_type, str) or io_type not in KINDS:
+        raise ValueError(f"{path}: IODriver_Type {io_type!r} is not a kind nstore knows; this variable cannot be read")
+    appendable = _appendable(path, attrs.get("IODriver_Appendable", 0), ncvar)
     unit = attrs.get("IODriver_Unit")
     unit = None if unit in (None, "NoneType") else str(unit)
     dtype = TEXT if ncvar.dtype is str else np.dtype(ncvar.dtype)
     row_shape = tuple(ncvar.shape[1:] if appendable else ncvar.shape)
+    entry_bytes = int(np.prod(row_shape, dtype=np.float64)) * (16 if dtype is TEXT else dtype.itemsize)
+    if entry_bytes > MAX_ENTRY_BYTES:
+        raise ValueError(f"{path}: declares entries of shape {row_shape} ({entry_bytes} bytes each), more than "
+                         f"nstore stores ({MAX_ENTRY_BYTES} bytes): a crafted or damaged file")
     sig = Signature(io_type, str(attrs.get("type", "")), row_shape, dtype, unit)
     tune(ncvar)
     return VarState(ncvar, sig, appendable)
+
+
+def _appendable(path: str, flag: Any, ncvar: Any) -> bool:
+    """``IODriver_Appendable`` as a bool: it must be 0 or 1, and 1 needs an axis to append along."""
+    if isinstance(flag, (bool, np.bool_)) or not isinstance(flag, (int, np.integer)) or flag not in (0, 1):
+        raise ValueError(f"{path}: IODriver_Appendable is {python_attribute(flag)!r}, not 0 or 1")
+    if flag and not ncvar.ndim:
+        raise ValueError(f"{path}: IODriver_Appendable is 1 but the variable has no dimension to append along")
+    return bool(flag)
+
+
+def open_dataset(file_name: str, mode: str) -> Any:
+    """``netCDF4.Dataset(file_name, mode)``; OSError naming the file if it does not open or is not NETCDF4
+    (nstore's groups, strings and chunking need NETCDF4)."""
+    import netCDF4
+
+    try:
+        ncfile = netCDF4.Dataset(file_name, mode, format="NETCDF4")
+    except OSError as exc:
+        raise OSError(f"{file_name}: cannot open as NetCDF4 ({exc})") from None
+    if ncfile.data_model != "NETCDF4":
+        model = ncfile.data_model
+        ncfile.close()
+        raise OSError(f"{file_name}: is a {model} file; nstore reads and writes NETCDF4 files only "
+                      f"(convert it first, e.g. `nccopy -k netCDF-4 {file_name} new.nc`)")
+    return ncfile
 
 
 def create_variable(ncfile: Any, group: Any, path: str, sig: Signature,
