@@ -180,9 +180,12 @@ def _rows_per_block(info: dict) -> int:
     return max(1, BLOCK_BYTES // (8 * int(np.prod(info["shape"] or [1]))))
 
 
-def _check_copyable(file_name: str, variables: list) -> None:
-    """CLIError if a variable cannot be read, or the copy would be absurdly larger than the source file
-    (a crafted file declaring huge dimensions); the source size is known only when the file is local."""
+def _copyable_tree(driver: StorageDriver) -> tuple[list, list]:
+    """``(group paths, [(variable path, info)])`` of the store; CLIError if a variable cannot be read, or
+    the copy would be absurdly larger than the source file (a crafted file declaring huge dimensions; the
+    source size is known only when the file is local)."""
+    tree, file_name = list(_inspect.walk(driver)), driver.file_name
+    variables = [(path, info) for path, info in tree if info is not None]
     unreadable = [info["error"] for _, info in variables if "error" in info]
     if unreadable:
         raise CLIError(f"{file_name}: cannot snapshot a file holding unreadable variables: {'; '.join(unreadable)}")
@@ -194,6 +197,7 @@ def _check_copyable(file_name: str, variables: list) -> None:
         biggest = max(sizes, key=sizes.get)
         raise CLIError(f"{file_name}: a copy would hold about {total} bytes, more than {MAX_COPY_RATIO} times the "
                        f"{source}-byte file ({biggest} declares {sizes[biggest]} bytes); refusing to write it")
+    return [path for path, info in tree if info is None], variables
 
 
 def snapshot(driver: StorageDriver, out_path: str, timeout: float = DEFAULT_TIMEOUT_S) -> dict:
@@ -205,10 +209,7 @@ def snapshot(driver: StorageDriver, out_path: str, timeout: float = DEFAULT_TIME
     """
     from nstore.daemon.engine import NetCDFIODriver  # netCDF4 only here
 
-    tree = list(_inspect.walk(driver))
-    groups = [path for path, info in tree if info is None]
-    variables = [(path, info) for path, info in tree if info is not None]
-    _check_copyable(driver.file_name, variables)
+    groups, variables = _copyable_tree(driver)
     ops: list[tuple[str, str, dict]] = [("metadata", "", {})]
     ops += [("metadata", path, {}) for path in groups]
     for path, info in variables:
