@@ -12,7 +12,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .engine import NetCDFIODriver, _variable_path, write_block
+from .engine import NetCDFIODriver, _variable_path
+from .format import write_block
 from .format import CHECKPOINT_ATTR
 
 
