@@ -20,6 +20,8 @@ from .format import CHECKPOINT_ATTR
 class DaemonEngine(NetCDFIODriver):
     """NetCDFIODriver with nstored's batch, replay and checkpoint operations."""
 
+    unsynced = False  # a checkpoint's file sync failed: reopen before syncing again (checkpoint.py)
+
     # reserve_appends(path, values) -> AppendReservation: check ``values`` and take their
     # indices, writing nothing until ``commit()`` (an alias: no extra call on the hot path).
     reserve_appends = NetCDFIODriver._reserve
