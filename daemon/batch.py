@@ -52,6 +52,7 @@ class Batch:
         self.replies: list = []  # (identity, request or None, slots or the ProtocolError)
         self.work: list[_Slot] = []  # slots still to apply, in arrival order
         self.entries: list[Entry] = []  # journal entries not written yet
+        self.journaled: list[_Slot] = []  # the slots of those entries
         self.reservations: list = []  # (slots, reservation): appends waiting for that journal write
         for frames in raw:
             self._take(frames)
@@ -191,23 +192,38 @@ class Batch:
         if request.client:
             self.server.clients.remember(request.client, request.id, slot.index, wire, slot.digest)
         self.entries.append(Entry(request.client, request.id, slot.index, logged, wire, slot.digest))
+        self.journaled.append(slot)
 
     def _commit(self) -> None:
         """Write the queued journal entries as one record, then the appends they cover."""
         reservations, self.reservations = self.reservations, []
         if self.entries:
             server = self.server
+            slots, self.journaled = self.journaled, []
             try:
                 server.journal.append(Commit(server.seq + 1, self.entries))
-            except BaseException:
+            except Exception as exc:  # noqa: BLE001 - e.g. a full disk: refuse these ops, keep serving
                 for _, reservation in reservations:
                     reservation.abort()  # nothing reaches the file that the journal lacks
-                raise
+                self.entries = []
+                self._refuse(slots, exc)
+                return
             server.seq += 1
             self.entries = []
         for slots, reservation in reservations:
             for slot, outcome in zip(slots, reservation.commit()):
                 slot.outcome = outcome
+
+    def _refuse(self, slots: list, exc: Exception) -> None:
+        """Ops whose journal record could not be written: not acknowledged, each gets ``exc``
+        (a resent request gets it too)."""
+        log.error("journal write failed, %d op(s) refused: %s: %s", len(slots), type(exc).__name__, exc)
+        for slot in slots:
+            if not isinstance(slot.outcome, BaseException):
+                slot.outcome = exc
+            if slot.request.client:
+                self.server.clients.remember(slot.request.client, slot.request.id, slot.index, _wire(slot.outcome),
+                                             slot.digest)
 
 
 def _check_owner(identity: bytes, request: Request) -> None:

@@ -50,6 +50,9 @@ def _serve(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: server.stop())
     print(f"nstored: serving {server.file_name} on {server.endpoint}", file=sys.stderr, flush=True)
     server.serve_forever()
+    if server.exit_error:
+        print(f"nstored: {server.file_name}: did not exit cleanly: {server.exit_error}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -162,6 +165,12 @@ def _stop(args: argparse.Namespace) -> int:
     if pid_alive(pid):
         print(f"nstored: pid {pid} still running after {args.timeout:.0f} s", file=sys.stderr)
         return 1
+    from .lock import unclean_exit
+
+    reason = unclean_exit(reply["file"], pid) if isinstance(reply.get("file"), str) else None
+    if reason:
+        print(f"nstored: pid {pid} did not exit cleanly: {reason}", file=sys.stderr)
+        return 1
     print(f"nstored: stopped pid {pid}")
     return 0
 
@@ -181,6 +190,8 @@ def _status(args: argparse.Namespace) -> int:
             print(f"{key:>14}: {status[key]}")
         ops = ", ".join(f"{k}={v}" for k, v in sorted(status["ops_applied"].items())) or "none"
         print(f"{'ops_applied':>14}: {ops}")
+        if status.get("checkpoint_error"):
+            print(f"{'checkpoint':>14}: FAILING, retried: {status['checkpoint_error']}")
     return 0
 
 

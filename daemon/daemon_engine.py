@@ -13,7 +13,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .engine import NetCDFIODriver, _variable_path, write_block
+from .engine import NetCDFIODriver, _variable_path
+from .format import write_block
 from .format import CHECKPOINT_ATTR
 
 log = logging.getLogger("nstored")
@@ -22,6 +23,8 @@ MAX_CHECKPOINT_SEQ = 2**53  # far beyond any real count of batches, far below in
 
 class DaemonEngine(NetCDFIODriver):
     """NetCDFIODriver with nstored's batch, replay and checkpoint operations."""
+
+    unsynced = False  # a checkpoint's file sync failed: reopen before syncing again (checkpoint.py)
 
     # reserve_appends(path, values) -> AppendReservation: check ``values`` and take their
     # indices, writing nothing until ``commit()`` (an alias: no extra call on the hot path).

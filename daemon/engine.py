@@ -20,8 +20,8 @@ from nstore.protocol.paths import check_name, normalize_path, split_path
 from nstore.protocol.values import check_storable_type, type_name
 
 from .conversion import unit_converter
-from .format import (RESERVED_ATTRS, VarState, attribute_value, block, create_variable, last_unlimited, load_variable,
-                     open_dataset, python_attribute, row, text_cell)
+from .format import (RESERVED_ATTRS, VarState, attribute_value, create_variable, last_unlimited, load_variable,
+                     open_dataset, python_attribute, row, text_cell, write_block)
 from .kinds import KINDS, TEXT, Signature, check_compatible, encode, signature
 from .lock import refuse_if_served
 from .textcodec import StoredTextError
@@ -375,27 +375,6 @@ def _signature(path: str, data: Any) -> Signature:
         raise exc.at(path) from None
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
-
-
-def write_block(var: VarState, start: int, rows: list) -> None:
-    """Entries ``start``, ``start + 1``, ... of ``var`` hold ``rows`` (one slice write)."""
-    _write_rows(var.ncvar, start, block(rows, var.sig))
-
-
-def _write_rows(ncvar: Any, start: int, data: np.ndarray) -> None:
-    """``ncvar[start:start + len(data)] = data``, by netCDF4's low-level ``_put`` where it can.
-
-    Slice assignment spends ~35 us per call in netCDF4's Python index
-    arithmetic; appends know their start/count already, and ``_put`` takes them
-    directly (~7 us). Text and anything unusual take the public path.
-    """
-    put = getattr(ncvar, "_put", None)
-    if put is None or data.dtype == object or data.dtype != ncvar.dtype or not data.flags.c_contiguous:
-        ncvar[start : start + len(data)] = data
-        return
-    first = np.zeros(data.ndim, dtype=np.intp)
-    first[0] = start
-    put(data, first, np.array(data.shape, dtype=np.intp), np.ones(data.ndim, dtype=np.intp))
 
 
 def _variable_path(path: str) -> str:

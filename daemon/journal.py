@@ -96,6 +96,7 @@ class Journal:
         scratch = path + ".new"
         self._fd = open_file(scratch, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND)  # never through a planted link
         self.size = 0
+        self.broken: OSError | None = None  # set when a failed record could not be cut off again
         self._last_fsync = time.monotonic()
         try:
             self._write([_HEADER.pack(MAGIC, FORMAT_VERSION)], _HEADER.size)
@@ -111,11 +112,35 @@ class Journal:
             _fsync_directory(path)  # make the rename itself durable
 
     def append(self, record: Commit) -> None:
-        """Write one record durably per the policy."""
-        self._write(*_record_parts(record))
-        if self.fsync == "batch" or (self.fsync == "interval" and time.monotonic() - self._last_fsync >= FSYNC_INTERVAL_S):
-            os.fsync(self._fd)
-            self._last_fsync = time.monotonic()
+        """Write one record durably per the policy; on failure the journal is left as it was.
+
+        A record cut short by a full disk is cut off again, so that records
+        written once space is back are not hidden behind a torn one. If even
+        that fails, the journal refuses every later record until a checkpoint
+        replaces it (:attr:`broken`).
+        """
+        if self.broken is not None:
+            raise self.broken
+        size = self.size
+        try:
+            self._write(*_record_parts(record))
+            if self.fsync == "batch" or (self.fsync == "interval"
+                                         and time.monotonic() - self._last_fsync >= FSYNC_INTERVAL_S):
+                os.fsync(self._fd)
+                self._last_fsync = time.monotonic()
+        except OSError as exc:
+            self._cut_back(size, exc)
+            raise
+
+    def _cut_back(self, size: int, cause: OSError) -> None:
+        """Drop whatever part of a failed record reached the file (it is O_APPEND: later writes go at the end)."""
+        if cause.filename is None:
+            cause.filename = self.path  # "[Errno 28] No space left on device: '.../run.nc.journal'"
+        self.size = size
+        try:
+            os.ftruncate(self._fd, size)
+        except OSError:
+            self.broken = cause
 
     def _write(self, parts: list, expected: int) -> None:
         """Write ``parts`` (``expected`` bytes in all) with one writev."""
@@ -163,8 +188,8 @@ def _typed(plain: Any) -> Commit | Snapshot:
         return Snapshot(int(seq), body)
     if kind != "commit":
         raise ValueError(f"unknown journal record {kind!r}")
-    return Commit(int(seq), [Entry(c, rid, i, None if op is None else tuple(op), wire, bytes(digest[0]) if digest else b"")
-                             for c, rid, i, op, wire, *digest in body])
+    return Commit(int(seq), [Entry(c, rid, i, None if op is None else tuple(op), wire,
+                                   bytes(digest[0]) if digest else b"") for c, rid, i, op, wire, *digest in body])
 
 
 def _typed_v1(record: dict) -> Commit | Snapshot:
@@ -212,8 +237,8 @@ def _read_header(fh: BinaryIO, path: str) -> bool:
     if version not in READABLE_VERSIONS:
         raise JournalVersionError(
             f"{path}: journal format version {version}, but this nstored reads versions "
-            f"{', '.join(map(str, READABLE_VERSIONS))} (and the headerless version 1); the journal is left untouched: replay it with the nstore "
-            f"that wrote it (`nstored recover FILE`), or move it aside to start without it")
+            f"{', '.join(map(str, READABLE_VERSIONS))} (and the headerless version 1); the journal is left "
+            f"untouched: replay it with the nstore that wrote it (`nstored recover FILE`), or move it aside to start without it")
     return True
 
 

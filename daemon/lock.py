@@ -72,11 +72,20 @@ class DaemonLock:
             if fd is not None:
                 _write(fd, info)
 
-    def release(self) -> None:
+    def release(self, exit_error: str | None = None) -> None:
+        """Unlock and remove the lock files; with ``exit_error`` (the daemon did not close cleanly)
+        the name lock stays behind saying why, for ``nstored stop`` to report (it blocks no one)."""
         self._release_inode()
         if self._fd is not None:
             _HELD.discard(self.path)
-            _unlock(self.path, self._fd)
+            if exit_error is None:
+                _unlock(self.path, self._fd)
+            else:
+                try:
+                    _write(self._fd, {"pid": os.getpid(), "file": self.file_name, "exit_error": exit_error})
+                except OSError:
+                    pass  # (a full disk) the lock still names this pid: `nstored stop` reports an unclean exit
+                os.close(self._fd)
             self._fd = None
 
     def _release_inode(self) -> None:
@@ -84,6 +93,14 @@ class DaemonLock:
             _HELD.discard(self._inode)
             _unlock(inode_lock_path(self._inode), self._inode_fd)
             self._inode, self._inode_fd = None, None
+
+
+def unclean_exit(file_name: str, pid: int) -> str | None:
+    """Why daemon ``pid``, now gone, did not exit cleanly, or None if it did (it removed its lock)."""
+    info = _read(lock_path(file_name))
+    if info.get("pid") != pid:
+        return None
+    return str(info.get("exit_error") or "it ended without closing the file or removing its lock (killed or crashed)")
 
 
 def file_id(file_name: str) -> tuple[int, int] | None:

@@ -73,7 +73,7 @@ def _read(server: Any, path: str, args: dict) -> Any:
 
 def _shutdown(server: Any, path: str, args: dict) -> dict:
     server.stop()
-    return {"pid": os.getpid()}
+    return {"pid": os.getpid(), "file": server.file_name}  # `nstored stop` checks the lock for an unclean exit
 
 
 OPS: dict[str, OpSpec] = {

@@ -19,7 +19,7 @@ import zmq
 from nstore.protocol.endpoints import default_endpoint, real_path
 
 from .batch import Batch
-from .checkpoint import checkpoint
+from .checkpoint import check_writable, checkpoint
 from .clients import IDLE_S, ClientTable
 from .journal import journal_path
 from .lock import DaemonLock
@@ -38,6 +38,7 @@ POLL_MS = 200  # how often the loop looks at its stop flag while idle
 GC_THRESHOLD = 100_000  # allocations between young-generation collections (CPython's default: 700)
 CHECKPOINT_INTERVAL_S = 30.0
 CHECKPOINT_BYTES = 256 * 1024 * 1024
+CHECKPOINT_RETRY_S = 5.0  # a failed checkpoint (full disk, read-only file) is tried again this much later
 
 
 class Server:
@@ -77,7 +78,10 @@ class Server:
             if replayed:
                 log.info("recovered %d journaled ops (through batch %d)", replayed, self.seq)
             self.journal = None
-            self.checkpoint(fsync)
+            self.checkpoint_error: str | None = None  # why the last checkpoint failed, until one succeeds
+            self.last_checkpoint_ok = 0.0
+            self.exit_error: str | None = None  # why closing failed (the daemon then exits non-zero)
+            self._checkpoint(fsync)
             self._lock.record(self.endpoint, self.file_name)
         except BaseException:
             if self._router is not None:
@@ -107,10 +111,13 @@ class Server:
             while not self._stopping:
                 if poller.poll(POLL_MS):
                     self._turn()
-                if time.monotonic() - self._last_checkpoint >= self.checkpoint_interval_s:
+                if time.monotonic() >= self._next_checkpoint:
                     self.checkpoint()
             if poller.poll(0):
                 self._turn()  # acknowledge what already arrived before closing
+        except Exception as exc:
+            self.exit_error = f"{type(exc).__name__}: {exc}"
+            raise
         finally:
             self.close()
 
@@ -121,32 +128,81 @@ class Server:
         if not raw:
             return
         self._router.send(self.process(raw))
-        if self.journal.size >= self.checkpoint_bytes:
+        if self.journal.size >= self.checkpoint_bytes and (self.checkpoint_error is None
+                                                           or time.monotonic() >= self._next_checkpoint):
             self.checkpoint()
 
     def process(self, raw: list) -> list:
         """Apply a batch of raw messages (see batch.py); the reply frames for each sender, in order."""
         return Batch(self, raw).run()
 
-    def checkpoint(self, fsync: str | None = None) -> None:
-        """Sync the file with the batch number it now holds, then start a fresh journal (checkpoint.py)."""
+    def checkpoint(self) -> bool:
+        """Checkpoint while serving; a failure (full disk, read-only or immutable file, a planted
+        link) is logged, shown by ``status`` and retried later, never fatal. True if it succeeded."""
+        try:
+            check_writable(self.file_name, self.journal.size)
+            self._checkpoint()
+        except Exception as exc:  # noqa: BLE001 - the journal still holds every acknowledged op
+            error, retry_s = f"{type(exc).__name__}: {exc}", min(CHECKPOINT_RETRY_S, self.checkpoint_interval_s)
+            self._next_checkpoint = time.monotonic() + retry_s
+            if error != self.checkpoint_error:  # (not once per retry)
+                log.error("checkpoint failed (the journal keeps every op; retrying every %.1f s): %s", retry_s, error)
+            self.checkpoint_error = error
+            return False
+        if self.checkpoint_error is not None:
+            log.info("checkpoint succeeded again")
+        self.checkpoint_error = None
+        return True
+
+    def _checkpoint(self, fsync: str | None = None) -> None:
+        """Sync the file with the batch number it now holds, then start a fresh journal (checkpoint.py).
+
+        If either step fails the old journal stays in place and in use: it still
+        holds every op the file may lack."""
         old = self.journal
+        if self.engine.unsynced:
+            self._reopen()
         self.journal = checkpoint(self.engine, journal_path(self.file_name), self.seq, self.clients,
                                   fsync or old.fsync)
         if old is not None:
             old.close()
-        self._last_checkpoint = time.monotonic()
+        self.last_checkpoint_ok = time.time()
+        self._next_checkpoint = time.monotonic() + self.checkpoint_interval_s
+
+    def _reopen(self) -> None:
+        """Close the file whose sync failed and open it again, replaying the journal (which still
+        holds every op since the last checkpoint) over whatever that sync left in it."""
+        log.warning("reopening %s and replaying the journal after a failed sync", self.file_name)
+        try:
+            self.engine.close()
+        except Exception as exc:  # noqa: BLE001 - replay repairs what this close left
+            log.warning("closing %s after a failed sync: %s: %s", self.file_name, type(exc).__name__, exc)
+        self.engine, seq, _ = recover(self.file_name, journal_path(self.file_name), self.clients)
+        self.seq = max(self.seq, seq)
 
     def status(self) -> dict:
         return status(self)
 
     def close(self) -> None:
-        """Checkpoint and close the file, unbind, remove socket and lock."""
+        """Checkpoint and close the file, unbind, remove socket and lock.
+
+        If the last checkpoint or closing the file fails, the journal (left in
+        place) still holds every acknowledged op for the next start to replay;
+        :attr:`exit_error` says why, and the daemon exits non-zero."""
         try:
-            self.checkpoint()
+            if not self.checkpoint():
+                self.exit_error = f"last checkpoint failed: {self.checkpoint_error}"
             self.journal.close()
-            self.engine.close()
+            try:
+                self.engine.close()
+            except Exception as exc:  # noqa: BLE001 - still unbind and unlock below
+                reason = f"closing {self.file_name} failed: {type(exc).__name__}: {exc}"
+                self.exit_error = f"{self.exit_error}; {reason}" if self.exit_error else reason
         finally:
             self._router.close()
-            self._lock.release()
-            log.info("stopped; %s closed", self.file_name)
+            self._lock.release(self.exit_error)
+            if self.exit_error:
+                log.error("stopped uncleanly: %s; the journal %s keeps every acknowledged op",
+                          self.exit_error, journal_path(self.file_name))
+            else:
+                log.info("stopped; %s closed", self.file_name)

@@ -65,4 +65,6 @@ def status(server: Any) -> dict:
         "queue_depth": stats.last_batch,
         "bytes_written": stats.bytes_written,
         "bytes_read": stats.bytes_read,
+        "checkpoint_error": server.checkpoint_error,  # None, or why the last try failed (it is retried)
+        "last_checkpoint_ok": server.last_checkpoint_ok,  # time.time() of the last checkpoint that succeeded
     }

@@ -1,4 +1,4 @@
-"""Issue 13 item 4: the exactly-once table answers only the identical request, from the connection holding the client id.
+"""Issue 13 item 4: exactly-once answers only the identical request, from the connection holding the client id.
 
 Raw DEALER sockets play a careless or hostile peer; a real daemon serves each test.
 """

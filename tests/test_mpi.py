@@ -223,18 +223,19 @@ def test_scrubbed_env_drops_launcher_variables():
 
 def test_rank_without_the_key_files_gets_a_private_copy(tmp_path):
     """A rank on another node (no shared /tmp) writes the broadcast keys into a private 0600 copy."""
-    from nstore.mpi import _client_keys, _read_keys, _remove_dirs, _Session
+    from nstore.mpi import _Session
+    from nstore.mpi_daemon import rank_keys, read_keys, remove_dirs
 
     assert nstored("keygen", str(tmp_path / "keys")).returncode == 0
-    plan = {"keys_dir": str(tmp_path / "keys"), "key_files": _read_keys(str(tmp_path / "keys"))}
+    plan = {"keys_dir": str(tmp_path / "keys"), "key_files": read_keys(str(tmp_path / "keys"))}
     session = _Session(comm=None, endpoint="tcp://h:1", file_name="f", mode="tcp", started=False)
-    assert _client_keys(plan, session) == str(tmp_path / "keys")  # same files visible: used as is
+    assert rank_keys(plan, session) == str(tmp_path / "keys")  # same files visible: used as is
     plan["keys_dir"] = str(tmp_path / "not-on-this-node")
-    copy = _client_keys(plan, session)
+    copy = rank_keys(plan, session)
     assert copy != plan["keys_dir"] and session.owned_dirs == [copy]
     assert os.stat(copy).st_mode & 0o077 == 0
     for name, data in plan["key_files"].items():
         path = os.path.join(copy, name)
         assert open(path, "rb").read() == data and os.stat(path).st_mode & 0o077 == 0
-    _remove_dirs(session)
+    remove_dirs(session)
     assert not os.path.exists(copy)

@@ -16,7 +16,7 @@ import pytest
 
 from nstore import NetCDFIODriver, StorageInterface, connect
 from nstore import remote
-from nstore.daemon import engine
+from nstore.daemon import format as disk_format
 from nstore.daemon.server import Server
 from nstore.protocol.messages import decode_reply, encode_request
 
@@ -144,7 +144,7 @@ def test_pending_operations_are_flushed_at_exit(daemon):
 def test_a_run_of_appends_becomes_one_write_per_variable(tmp_path, monkeypatch):
     """Messages from several clients appending to x, y, x, y: two slice writes, not four."""
     writes = []
-    real = engine._write_rows
+    real = disk_format.write_rows
 
     def counting(ncvar, start, block):
         writes.append((ncvar.name, start, len(block)))
@@ -155,7 +155,7 @@ def test_a_run_of_appends_becomes_one_write_per_variable(tmp_path, monkeypatch):
     try:
         server.engine.append_variable("x", 0.0)  # create both first
         server.engine.append_variable("y", 0.0)
-        monkeypatch.setattr(engine, "_write_rows", counting)
+        monkeypatch.setattr(disk_format, "write_rows", counting)
         batch = [[_Frame(f"c{k}".encode()),
                   *map(_Frame, encode_request(1, f"c{k}", [("append", path, {"data": float(k)})]))]
                  for k, path in enumerate(["x", "y", "x", "y"])]
@@ -186,7 +186,7 @@ def test_writes_at_consecutive_indices_become_one_write(tmp_path, monkeypatch):
     """A pipelined client rewriting entries 2, 3, 4, 5 of a variable: one slice write; a bad one
     among them falls back to one write each, with its own error and the others applied."""
     writes = []
-    real = engine._write_rows
+    real = disk_format.write_rows
 
     def counting(ncvar, start, block):
         writes.append((ncvar.name, start, len(block)))
@@ -197,7 +197,7 @@ def test_writes_at_consecutive_indices_become_one_write(tmp_path, monkeypatch):
     try:
         for k in range(8):
             server.engine.append_variable("x", float(k))
-        monkeypatch.setattr(engine, "_write_rows", counting)
+        monkeypatch.setattr(disk_format, "write_rows", counting)
         good = [("write", "x", {"data": 10.0 + k, "at_index": k}) for k in range(2, 6)]
         replies = server.process([[_Frame(b"a"), *map(_Frame, encode_request(1, "a", good))]])
         assert [ok for ok, _ in decode_reply(replies[0][1])[1]] == [True] * 4

@@ -203,14 +203,14 @@ def test_client_riding_through_a_restart_never_resends_to_another_files_daemon(t
 
 def test_mpi_helper_refuses_a_lock_naming_another_files_daemon(tmp_path, daemon_factory):
     """``open_store``'s rank 0 finds a live daemon through the lock: it must serve that file."""
-    from nstore.mpi import _rank0_prepare
+    from nstore.mpi_daemon import rank0_prepare
 
     b = daemon_factory(tmp_path / "b.nc")
     a = tmp_path / "a.nc"
     with open(str(a) + ".nstored", "w", encoding="utf-8") as fh:  # as a stale lock would read after pid reuse
         json.dump({"pid": b.pid, "endpoint": b.endpoint, "file": real_path(str(a)), "host": socket.gethostname()}, fh)
     with pytest.raises(WrongDaemonError, match=f"serves {real_path(str(b.file_name))}, not this file"):
-        _rank0_prepare(str(a), "ipc", True, socket.gethostname(), None, None, {"connect_timeout": 5})
+        rank0_prepare(str(a), "ipc", True, socket.gethostname(), None, None, {"connect_timeout": 5})
     assert b.process.poll() is None and not os.path.exists(a)
 
 
