@@ -22,7 +22,7 @@ _LAZY = {
     "StorageInterfaceDirVar": ("nstore.storage", "StorageInterfaceDirVar"),
     "RESERVED_NAMES": ("nstore.storage", "RESERVED_NAMES"),
     "NetCDFIODriver": ("nstore.daemon.engine", "NetCDFIODriver"),
-    "connect": ("nstore.remote", "connect"),
+    "connect": ("nstore.connecting", "connect"),
     "units": ("nstore.units", None),  # nstore.units.to_openmm without a separate import
 }
 

@@ -67,7 +67,7 @@ def open_source(file_name: str, endpoint: str | None = None, timeout: float = DE
     """
     from nstore.protocol.transport import WrongDaemonError
 
-    from .remote import connect
+    from .connecting import connect
 
     if endpoint or is_endpoint(file_name):
         driver = connect(endpoint or file_name, timeout=timeout, connect_timeout=timeout, keys=keys)

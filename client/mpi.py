@@ -61,7 +61,8 @@ from typing import Any
 from nstore.protocol.transport import verify_serves
 
 from .mpi_daemon import rank_keys, rank0_prepare, remove_dirs, stop_daemon, scrubbed_env
-from .remote import RemoteDriver, connect
+from .connecting import connect
+from .remote import RemoteDriver
 from .storage import StorageInterface
 
 __all__ = ["open_store", "close", "MPIStore", "MPIStoreError", "scrubbed_env"]

@@ -1,4 +1,4 @@
-"""RemoteDriver and connect(): the driver API as messages to nstored.
+"""RemoteDriver: the driver API as messages to nstored (connect() in connecting.py makes one).
 
 Every call is one request on a DEALER socket and waits (with a timeout) for
 its reply, so errors raise at the call site with the same type and message the
@@ -8,90 +8,32 @@ in-process driver gives. The socket belongs to the process that made it: after
 
 from __future__ import annotations
 
-import atexit
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
-import weakref
 from typing import Any
 
 import zmq
 
-from nstore.protocol import PROTOCOL_VERSION, kinds
+from nstore.protocol import PROTOCOL_VERSION
 from nstore.protocol.api import StorageDriver, StorageVariable
-from nstore.protocol.endpoints import is_endpoint, pid_alive, real_path
+from nstore.protocol.endpoints import pid_alive
 from nstore.protocol.errors import ProtocolError, UnsupportedTypeError, error_from_wire
 from nstore.protocol.messages import decode_reply, encode_request
-from nstore.protocol.transport import (WrongDaemonError, client_keys, endpoint_for, hello, secure_client,
-                                       verify_serves)
-from nstore.protocol.values import check_storable_type, pack
+from nstore.protocol.transport import WrongDaemonError, client_keys, hello, secure_client, verify_serves
+from nstore.protocol.values import check_storable_type
 
 from .linkwatch import LinkWatch
+from .pipeline import (PIPELINE_MAX_BYTES, PIPELINE_MAX_DELAY_S, PIPELINE_MAX_OPS, PIPELINE_WINDOW, PendingIndex,
+                       checked, live_pipelines, name_operation, op_bytes, owned_copy)
 
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
 DEFAULT_GRACE_S = 30.0
-SPAWN_TIMEOUT_S = 60.0
 POLL_SLICE_S = 0.5  # how often a waiting client checks that its daemon still exists
 PROBE_TIMEOUT_S = 1.0  # how long a client riding through a restart waits for one hello
-
-# Pipelined mode: a batch leaves when it holds this many ops or bytes, or when
-# its oldest op has waited this long at the next call; at most WINDOW batches
-# are unacknowledged before the next send blocks (backpressure).
-PIPELINE_MAX_OPS = 1024
-PIPELINE_MAX_BYTES = 1024 * 1024
-PIPELINE_MAX_DELAY_S = 0.005
-PIPELINE_WINDOW = 8
-
-_live_pipelines: "weakref.WeakSet[RemoteDriver]" = weakref.WeakSet()
-
-
-class PendingIndex:
-    """The index a pipelined append will land at, known once the daemon acknowledges it.
-
-    ``result()`` (or ``int(...)``) waits for the acknowledgement, sending what
-    is pending first; it raises the append's error if it failed.
-    """
-
-    __slots__ = ("_driver", "_value", "_error", "_done")
-
-    def __init__(self, driver: "RemoteDriver"):
-        self._driver = driver
-        self._value: int | None = None
-        self._error: BaseException | None = None
-        self._done = False
-
-    def done(self) -> bool:
-        return self._done
-
-    def result(self) -> int:
-        if not self._done:
-            self._driver._wait_for(self)
-        if self._error is not None:
-            self._driver._reported(self._error)
-            raise self._error
-        return self._value
-
-    def __int__(self) -> int:
-        return self.result()
-
-    __index__ = __int__
-
-    def _resolve(self, ok: bool, value: Any) -> None:
-        self._done = True
-        if ok:
-            self._value = value
-        else:
-            self._error = value
-
-    def __repr__(self) -> str:
-        state = self._value if self._done and self._error is None else ("failed" if self._done else "pending")
-        return f"<PendingIndex {state}>"
-
 
 class RemoteDriver(StorageDriver):
     """Driver that forwards every operation to the nstored serving ``endpoint``.
@@ -136,7 +78,7 @@ class RemoteDriver(StorageDriver):
                 self.close()
                 raise
         if pipeline:
-            _live_pipelines.add(self)
+            live_pipelines.add(self)
 
     def _reset_queues(self) -> None:
         self._pending: list = []  # ops not sent yet: (name, path, args)
@@ -284,7 +226,7 @@ class RemoteDriver(StorageDriver):
         if handles is not None:  # a pipelined batch: settle its handles, keep its errors for flush()
             for op, handle, (ok, value) in zip(ops, handles, results):
                 if not ok:
-                    value = _name_operation(error_from_wire(value), op)
+                    value = name_operation(error_from_wire(value), op)
                     self._errors.append(value)
                 if handle is not None:
                     handle._resolve(ok, value)
@@ -319,7 +261,7 @@ class RemoteDriver(StorageDriver):
                 self._pending_since = time.monotonic()
             self._pending.append((op, path, args))
             self._pending_handles.append(handle)
-            self._pending_bytes += _size(args)
+            self._pending_bytes += op_bytes(args)
             if (len(self._pending) >= PIPELINE_MAX_OPS or self._pending_bytes >= PIPELINE_MAX_BYTES
                     or time.monotonic() - self._pending_since >= PIPELINE_MAX_DELAY_S):
                 self._send_pending()
@@ -372,13 +314,13 @@ class RemoteDriver(StorageDriver):
 
     def write_variable(self, path: str, data: Any, at_index: int | None = None) -> None:
         if self.pipeline:
-            self._enqueue("write", path, data=_owned(_checked(data, path)), at_index=at_index)
+            self._enqueue("write", path, data=owned_copy(checked(data, path)), at_index=at_index)
         else:
             self._call("write", path, data=data, at_index=at_index)
 
     def append_variable(self, path: str, data: Any) -> int | PendingIndex:
         if self.pipeline:
-            return self._enqueue("append", path, want_index=True, data=_owned(_checked(data, path)))
+            return self._enqueue("append", path, want_index=True, data=owned_copy(checked(data, path)))
         return self._call("append", path, data=data)
 
     def read_variable(self, path: str, index: int | slice | None = None) -> Any:
@@ -427,93 +369,7 @@ class RemoteDriver(StorageDriver):
                     self._watch.close()
                 self._socket.close()
             self._socket, self._watch, self._closed = None, None, True
-            _live_pipelines.discard(self)
+            live_pipelines.discard(self)
 
     def __repr__(self) -> str:
         return f"<RemoteDriver {self.endpoint!r} serving {getattr(self, 'file_name', '?')!r}>"
-
-
-def _checked(value: Any, path: str) -> Any:
-    """A value to queue: one we cannot encode fails here, naming the path, not at a later send."""
-    try:
-        pack(value)  # cheap for scalars; arrays are not copied
-    except UnsupportedTypeError as exc:
-        raise exc.at(path) from None
-    return value
-
-
-def connect(target: str, *, spawn: bool = False, pipeline: bool = False, timeout: float = DEFAULT_TIMEOUT_S,
-            connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S, grace: float = DEFAULT_GRACE_S,
-            keys: str | None = None) -> RemoteDriver:
-    """A driver talking to the daemon that serves ``target`` (a file path or an endpoint).
-
-    With ``spawn=True`` and no daemon serving the file, start one (``nstored
-    start``) and wait until it accepts connections. Without it, fail within
-    ``connect_timeout`` seconds with a ConnectionError that says what to do.
-    ``pipeline=True`` batches writes without waiting (see :class:`RemoteDriver`).
-    If the daemon dies, calls wait up to ``grace`` seconds for it to be
-    restarted and carry on; nothing acknowledged is lost or applied twice.
-    ``keys``: the directory from ``nstored keygen`` for a CurveZMQ daemon
-    (default: ``$NSTORE_KEYS``).
-    """
-    options = {"timeout": timeout, "connect_timeout": connect_timeout, "pipeline": pipeline, "grace": grace,
-               "keys": keys}
-    if is_endpoint(target):
-        return RemoteDriver(target, **options)
-    file_name = real_path(target)
-    try:
-        return RemoteDriver(endpoint_for(file_name), serves=file_name, **options)
-    except WrongDaemonError:
-        if not spawn:
-            raise
-    except ConnectionError as exc:
-        if not spawn:
-            raise ConnectionError(
-                f"no nstored serves {file_name} ({exc}); start one with `nstored start {file_name}` "
-                f"or use connect(..., spawn=True)"
-            ) from None
-    _spawn(file_name)
-    return RemoteDriver(endpoint_for(file_name), serves=file_name, **options)
-
-
-def _spawn(file_name: str) -> None:
-    """Run ``nstored start FILE``; losing a start race to another process is fine."""
-    result = subprocess.run([sys.executable, "-m", "nstore.daemon.cli", "start", file_name],
-                            capture_output=True, text=True, timeout=SPAWN_TIMEOUT_S)
-    if result.returncode != 0 and "already served" not in result.stderr:
-        raise ConnectionError(f"could not start nstored for {file_name}: {result.stderr.strip()}")
-
-
-def _owned(value: Any) -> Any:
-    """A copy of array data the caller may reuse before a pipelined op is sent."""
-    return kinds.owned(value)
-
-
-def _size(args: dict) -> int:
-    """Bytes a pipelined op adds to its batch: its data as the daemon counts it, at least 64."""
-    return max(64, kinds.payload_bytes(args.get("data", args.get("value")), PIPELINE_MAX_BYTES))
-
-
-def _name_operation(exc: BaseException, op: tuple) -> BaseException:
-    """The same exception, its message saying which pipelined op failed."""
-    name, path = op[0], op[1]
-    note = f"pipelined {name} to {path!r} failed"
-    if type(exc).__name__ == "DimensionalityError":
-        exc.extra_msg = f"{exc.extra_msg} ({note})"
-        return exc
-    message = exc.args[0] if exc.args else ""
-    try:
-        return type(exc)(f"{note}: {message}")
-    except Exception:
-        exc.add_note(note)
-        return exc
-
-
-@atexit.register
-def _flush_at_exit() -> None:
-    """ZeroMQ drops unsent messages when a process exits: send and confirm them first."""
-    for driver in list(_live_pipelines):
-        try:
-            driver.flush()
-        except Exception as exc:  # at exit, report rather than raise
-            print(f"nstore: pipelined operations to {driver.endpoint} failed at exit: {exc}", file=sys.stderr)

@@ -51,7 +51,8 @@ def test_xarray_finds_the_nstore_engine_through_its_entry_point():
     assert "nstore" in loaded
 
 
-CLIENT_MODULES = ("nstore.storage", "nstore.remote", "nstore.inspect", "nstore.cli", "nstore.mpi")
+CLIENT_MODULES = ("nstore.storage", "nstore.remote", "nstore.connecting", "nstore.pipeline", "nstore.inspect", "nstore.cli",
+                  "nstore.mpi")
 
 
 def test_the_daemon_loads_no_client_module():

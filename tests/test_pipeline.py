@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from nstore import NetCDFIODriver, StorageInterface, connect
-from nstore import remote
+from nstore import pipeline
 from nstore.daemon import format as disk_format
 from nstore.daemon.server import Server
 from nstore.protocol.messages import decode_reply, encode_request
@@ -118,7 +118,7 @@ def test_backpressure_blocks_instead_of_queueing(daemon):
         time.sleep(1.0)
         assert len(sent) == blocked_at, "the producer kept queueing while the daemon was frozen"
         # What a frozen daemon can have been handed: the window of batches plus one being built.
-        assert blocked_at <= (remote.PIPELINE_WINDOW + 1) * remote.PIPELINE_MAX_OPS
+        assert blocked_at <= (pipeline.PIPELINE_WINDOW + 1) * pipeline.PIPELINE_MAX_OPS
         assert not done.is_set()
     finally:
         os.kill(daemon.pid, signal.SIGCONT)
