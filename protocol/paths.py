@@ -24,7 +24,8 @@ import re
 MAX_PATH_LENGTH = 1024
 MAX_DEPTH = 32
 MAX_NAME_BYTES = 255
-# Dimension names of the (classic) on-disk layout, created in the root group.
+# Dimension names of the on-disk layout: the root group holds those of top-level variables (and
+# all of them in files of the classic layout), so no top-level group or variable may take them.
 RESERVED_TOP_LEVEL = re.compile(r"^(scalar|iterable[0-9]+(_[0-9]+)?|unlimited[0-9]+)$")
 _SHOWN = 80  # characters of a hostile path quoted in an error message
 

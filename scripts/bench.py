@@ -15,7 +15,7 @@ Measured in the same run:
 * in-process ``NetCDFIODriver`` in one process: THE reference; every "x in-proc"
   ratio divides by it (for ``read`` rows the ratio is p50 latency, lower is better);
 * raw netCDF4: one scalar per assignment, 1,024 scalars per assignment, 1 MiB
-  rows with 1-row chunks (scalar variables get the engine's 4096-entry chunks);
+  rows with 1-row chunks (scalar variables get the engine's 256-entry chunks);
 * hand-rolled: ``fcntl.flock`` + netCDF4 open/append/close per value, 8 processes;
 * hand-rolled: ``multiprocessing.Queue`` from 8 producers into one netCDF4 writer
   process (no acknowledgement), scalars and 1 MiB rows;
