@@ -14,6 +14,9 @@ Measured in the same run:
 
 * in-process ``NetCDFIODriver`` in one process: THE reference; every "x in-proc"
   ratio divides by it (for ``read`` rows the ratio is p50 latency, lower is better);
+* the bare transport: a pyzmq ROUTER echoing the request a scalar append sends,
+  1 and 8 synchronous DEALER clients on ipc; the report prints synchronous
+  appends and the small read's p50 as ratios to it;
 * raw netCDF4: one scalar per assignment, 1,024 scalars per assignment, 1 MiB
   rows with 1-row chunks (scalar variables get the engine's 256-entry chunks);
 * hand-rolled: ``fcntl.flock`` + netCDF4 open/append/close per value, 8 processes;
@@ -160,6 +163,50 @@ def driver_worker(barrier, kind: str, target: str, pipeline: bool, workload: str
         driver.flush()
     t1 = now()
     driver.close()
+    return {"t0": t0, "t1": t1, "ops": n, "lat": lat}
+
+
+def echo_server(endpoint: str, ready, stop) -> None:
+    """A ROUTER that sends every message straight back: the transport's own cost, no nstore."""
+    import zmq
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.bind(endpoint)
+    ready.set()
+    while not stop.is_set():
+        if sock.poll(100):
+            sock.send_multipart(sock.recv_multipart(copy=False), copy=False)
+    ctx.destroy(linger=0)
+
+
+def echo_worker(barrier, endpoint: str, n: int, seed: int) -> dict:
+    """``n`` synchronous round trips of the request a scalar append sends, through a DEALER, as nstore's client."""
+    import zmq
+
+    from nstore.protocol.messages import encode_request
+
+    frames = encode_request(1, f"echo{seed}", [("append", f"w{seed}/x", {"data": value_for("scalar", seed)})])
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.connect(endpoint)
+
+    def round_trip() -> None:
+        sock.send_multipart(frames)
+        if not sock.poll(10_000):
+            raise TimeoutError("the echo server did not answer within 10 s")
+        sock.recv_multipart()
+
+    round_trip()  # connected, untimed
+    barrier.wait(BARRIER_TIMEOUT_S)
+    lat, clock = np.empty(n), time.perf_counter
+    t0 = now()
+    for k in range(n):
+        start = clock()
+        round_trip()
+        lat[k] = clock() - start
+    t1 = now()
+    ctx.destroy(linger=0)
     return {"t0": t0, "t1": t1, "ops": n, "lat": lat}
 
 
@@ -500,6 +547,29 @@ def measure_raw(workload: str, layout: str, mode: str, quick: bool, workdir: str
     return summarize(workload, mode, 1, reports)
 
 
+def measure_echo(workers: int, quick: bool) -> Result:
+    """The bare transport: ``workers`` synchronous pyzmq clients against a ROUTER echo on ipc (nstore's socket types)."""
+    directory = tempfile.mkdtemp(prefix="nse", dir="/tmp")  # short: ipc paths max out near 100 chars
+    endpoint = f"ipc://{directory}/echo.sock"
+    ctx = mp.get_context("fork")
+    ready, stop = ctx.Event(), ctx.Event()
+    server = ctx.Process(target=echo_server, args=(endpoint, ready, stop), daemon=True)
+    server.start()
+    try:
+        if not ready.wait(30):
+            raise RuntimeError("the echo server did not start within 30 s")
+        counts = split(total_ops("scalar", "sync", quick), workers)
+        reports = run_processes([(echo_worker, (endpoint, counts[i], i)) for i in range(workers)])
+    finally:
+        stop.set()
+        server.join(5)
+        if server.is_alive():
+            server.terminate()
+            server.join(5)
+        shutil.rmtree(directory, ignore_errors=True)
+    return summarize("scalar", "bare zmq echo", workers, reports)
+
+
 def measure_flock(quick: bool, workdir: str) -> Result:
     file_name = os.path.join(workdir, "flock.nc")
     mode = "flock+open/close x8"
@@ -570,6 +640,9 @@ def run_all(args: argparse.Namespace, workdir: str) -> dict:
     print("baselines", file=sys.stderr)
     for workload in only:
         results.append(run(measure_inprocess, workload, quick, workdir))
+    if "scalar" in only or "read" in only:
+        for workers in (1, 8):
+            results.append(run(measure_echo, workers, quick))
     if "scalar" in only:
         results.append(run(measure_raw, "scalar", "scalar-1", "raw nc 1/assign", quick, workdir))
         results.append(run(measure_raw, "scalar", "scalar-1024", "raw nc 1024/assign", quick, workdir))
@@ -772,6 +845,22 @@ def print_report(run: dict, args: argparse.Namespace, checks: list[dict]) -> Non
         print()
         print(format_table(fsync["results"], "fsync policies (fresh daemon each; vs no flag = ops/s / same workload without --fsync)",
                            extra_column="vs no flag"))
+
+    echo = {r.workers: r for r in results if r.mode == "bare zmq echo"}
+    ratios = []
+    for workers, r in sorted(echo.items()):
+        sync = find(results, "scalar", "sync", workers)
+        if sync is not None:
+            ratios.append(f"sync scalar appends x{workers} = {sync.ops_s / r.ops_s:.2f}x the echo x{workers} "
+                          f"({sync.ops_s:,.0f} vs {r.ops_s:,.0f} round trips/s)")
+    read = find(results, "read", "sync", 1)
+    if read is not None and 1 in echo and read.p50_us is not None:
+        ratios.append(f"sync read p50 = {read.p50_us / echo[1].p50_us:.2f}x the echo's round trip p50 "
+                      f"({read.p50_us:.0f} vs {echo[1].p50_us:.0f} us)")
+    if ratios:
+        print("\nagainst the bare transport (a pyzmq ROUTER echoing the same request, same run):")
+        for line in ratios:
+            print(f"  {line}")
 
     print("\ntargets")
     for c in checks:
