@@ -1,8 +1,8 @@
 """One loop turn's work: parse the messages, apply their ops in order, journal, and build the replies.
 
 Appends are checked and given their indices (a reservation), journaled, and
-only then written to the file; other mutating ops (idempotent) are journaled
-right after they are applied. Replies are built after the journal write:
+only then queued for the file (behind.py: written after the reply, in
+blocks); other mutating ops (idempotent) are journaled right after they are applied. Replies are built after the journal write:
 nothing is acknowledged before it is in the journal. A request resent after a
 restart gets the results it got before, op by op -- only if it is the very
 same request (same digest) and comes from the connection whose ZeroMQ routing
@@ -105,7 +105,7 @@ class Batch:
                     end += 1
                 self._reserve_appends(work[position:end])
             else:
-                self._commit()  # earlier appends must be in the file before this op
+                self._commit()  # earlier appends must be journaled (and queued for the file) before this op
                 end = position + (self._write_run(work[position:]) or self._apply_one(work[position]))
             position = end
         self._commit()
@@ -195,7 +195,7 @@ class Batch:
         self.journaled.append(slot)
 
     def _commit(self) -> None:
-        """Write the queued journal entries as one record, then the appends they cover."""
+        """Write the queued journal entries as one record, then queue the appends they cover for the file."""
         reservations, self.reservations = self.reservations, []
         if self.entries:
             server = self.server
@@ -210,9 +210,8 @@ class Batch:
                 return
             server.seq += 1
             self.entries = []
-        for slots, reservation in reservations:
-            for slot, outcome in zip(slots, reservation.commit()):
-                slot.outcome = outcome
+        for _, reservation in reservations:
+            self.server.engine.stage(reservation)  # journaled: the file write may wait (behind.py)
 
     def _refuse(self, slots: list, exc: Exception) -> None:
         """Ops whose journal record could not be written: not acknowledged, each gets ``exc``

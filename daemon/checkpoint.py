@@ -39,17 +39,19 @@ FLUSH_MARGIN_BYTES = 1024 * 1024  # free space a checkpoint wants beyond twice t
 
 
 def check_writable(file_name: str, journal_bytes: int) -> None:
-    """OSError naming ``file_name`` if a checkpoint would fail half-way: the file cannot be
-    written (read-only file system, immutable file, no permission) or the disk is (nearly) full.
+    """OSError naming ``file_name`` if a checkpoint (or a write of ``journal_bytes`` of waiting
+    appends) would fail half-way: the file cannot be written (read-only file system, immutable
+    file, no permission) or the disk is (nearly) full.
 
-    A failed HDF5 flush is costly (see :func:`checkpoint`), so it is not started
-    when it is bound to fail; the space needed is an estimate (the data since the
-    last checkpoint, which the journal holds, twice over, plus a margin)."""
+    A failed HDF5 write or flush is costly (see :func:`checkpoint`; on a full disk it
+    can leave the file unreadable until the journal is replayed into it), so it is
+    not started when it is bound to fail; the space needed is an estimate (the data
+    the journal holds, twice over, plus a margin)."""
     if not os.access(file_name, os.W_OK):
         raise PermissionError(errno.EPERM, "the file cannot be written (read-only file system, immutable "
                               "file or no permission)", file_name)
     info = os.statvfs(os.path.dirname(file_name) or ".")
     free, needed = info.f_bavail * info.f_frsize, 2 * journal_bytes + FLUSH_MARGIN_BYTES
     if free < needed:
-        raise OSError(errno.ENOSPC, f"No space left on device (a checkpoint needs about {needed} bytes free, "
+        raise OSError(errno.ENOSPC, f"No space left on device (writing to the file needs about {needed} bytes free, "
                       f"{free} are)", file_name)

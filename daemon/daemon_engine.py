@@ -13,9 +13,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .engine import NetCDFIODriver, _variable_path
-from .format import write_block
-from .format import CHECKPOINT_ATTR
+from nstore.protocol.paths import normalize_path
+
+from .behind import REFUSE_PENDING_BYTES, WriteBehind
+from .checkpoint import check_writable
+from .engine import AppendReservation, NetCDFIODriver, _variable_path
+from .format import CHECKPOINT_ATTR, VarState, write_block
 
 log = logging.getLogger("nstored")
 MAX_CHECKPOINT_SEQ = 2**53  # far beyond any real count of batches, far below int64 overflow
@@ -26,9 +29,65 @@ class DaemonEngine(NetCDFIODriver):
 
     unsynced = False  # a checkpoint's file sync failed: reopen before syncing again (checkpoint.py)
 
-    # reserve_appends(path, values) -> AppendReservation: check ``values`` and take their
-    # indices, writing nothing until ``commit()`` (an alias: no extra call on the hot path).
-    reserve_appends = NetCDFIODriver._reserve
+    def __init__(self, file_name: str, access_mode: str | None = None):
+        self.behind = WriteBehind()  # journaled appends waiting for the file; recent rows for reads
+        super().__init__(file_name, access_mode)
+
+    # --- write-behind ------------------------------------------------------------------------
+    def reserve_appends(self, path: str, values: Sequence[Any]) -> AppendReservation:
+        """Check ``values`` and take their indices, writing nothing (``stage`` or ``abort`` the result).
+
+        Refused (OSError) while file writes fail and too much waits for the file already.
+        """
+        if self.behind.nbytes >= REFUSE_PENDING_BYTES:
+            self.flush()
+        return self._reserve(path, values)
+
+    def stage(self, reservation: AppendReservation) -> list:
+        """Queue journaled appends for the file (written by ``flush``); their results (indices)."""
+        if reservation.rows:
+            self.behind.stage(reservation.path, reservation.var, reservation.start, reservation.rows)
+        return reservation.results
+
+    def flush(self) -> None:
+        """Write every queued append to the file (OSError naming the variable if that fails)."""
+        if self.behind.rows:
+            check_writable(self.file_name, self.behind.nbytes)  # never start a write bound to fail
+            self.behind.flush()
+
+    def sync(self) -> None:
+        self.flush()
+        super().sync()
+
+    def _stored_entry(self, path: str, var: VarState, index: int | None) -> Any:
+        """From memory when recent or still waiting for the file (or a small fixed value read
+        before); else from the file (a fixed value is then remembered)."""
+        raw = self.behind.recent(path, 0 if index is None else index)
+        if raw is not None:
+            return raw
+        if index is not None:
+            first, waiting = self.behind.waiting(path)
+            if index >= first:
+                return waiting[index - first]
+        raw = super()._stored_entry(path, var, index)
+        if index is None:
+            self.behind.remember(path, 0, np.asarray(raw)[None])
+        return raw
+
+    def _stored_rows(self, path: str, var: VarState, lo: int, hi: int) -> Any:
+        """The file's rows, then those still waiting for it: reads never wait for (or fail with) a file write."""
+        first, waiting = self.behind.waiting(path)
+        if hi <= first:
+            return super()._stored_rows(path, var, lo, hi)
+        tail = waiting[max(lo, first) - first : hi - first]
+        return tail if lo >= first else np.concatenate((super()._stored_rows(path, var, lo, first), tail))
+
+    def write_variable(self, path: str, data: Any, at_index: int | None = None) -> None:
+        self.flush()  # the entry it overwrites may still be queued
+        try:
+            super().write_variable(path, data, at_index)
+        finally:
+            self.behind.forget(normalize_path(path))  # never serve what was overwritten
 
     def write_entries(self, path: str, start: int, values: Sequence[Any]) -> None:
         """Overwrite entries ``start``, ``start + 1``, ... of an appendable variable with one slice write.
@@ -39,6 +98,8 @@ class DaemonEngine(NetCDFIODriver):
         """
         path = _variable_path(path)
         self._check_writable()
+        self.flush()
+        self.behind.forget(path)
         var = self._variable(path)
         if var is None or not var.appendable or start < 0 or start + len(values) > var.length:
             raise ValueError(f"{path}: entries {start}..{start + len(values) - 1} are not all stored")

@@ -268,16 +268,25 @@ class NetCDFIODriver(StorageDriver):
         if not var.appendable:
             if index is not None:
                 raise TypeError(f"{path}: was stored with write(); read() takes no index for it")
-            return kind.decode_one(var.ncvar[...], var.sig)
+            return kind.decode_one(self._stored_entry(path, var, None), var.sig)
         if index is None:
-            return kind.decode_many(var.ncvar[: var.length], var.sig)
+            return kind.decode_many(self._stored_rows(path, var, 0, var.length), var.sig)
         if type(index) is slice:
             positions = range(*index.indices(var.length))
             if not positions:
-                return kind.decode_many(var.ncvar[0:0], var.sig)
+                return kind.decode_many(self._stored_rows(path, var, 0, 0), var.sig)
             lo, hi = min(positions), max(positions) + 1
-            return kind.decode_many(np.asarray(var.ncvar[lo:hi])[positions.start - lo :: positions.step], var.sig)
-        return kind.decode_one(var.ncvar[_check_index(path, index, var.length)], var.sig)
+            rows = np.asarray(self._stored_rows(path, var, lo, hi))
+            return kind.decode_many(rows[positions.start - lo :: positions.step], var.sig)
+        return kind.decode_one(self._stored_entry(path, var, _check_index(path, index, var.length)), var.sig)
+
+    def _stored_entry(self, path: str, var: VarState, index: int | None) -> Any:
+        """Entry ``index`` of ``var`` as the file holds it (None: the value of a variable stored with write())."""
+        return var.ncvar[...] if index is None else var.ncvar[index]
+
+    def _stored_rows(self, path: str, var: VarState, lo: int, hi: int) -> Any:
+        """Entries ``lo`` to ``hi`` (exclusive) of appendable ``var`` as the file holds them."""
+        return var.ncvar[lo:hi]
 
     def variable_info(self, path: str) -> dict:
         """Kind, type, entry shape, length and unit of a stored variable (for tools)."""

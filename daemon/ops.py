@@ -71,6 +71,11 @@ def _read(server: Any, path: str, args: dict) -> Any:
     return value
 
 
+def _layout(engine: Any, path: str, args: dict) -> dict:
+    engine.flush()  # dimension lengths come from the file: it must hold every acknowledged append
+    return layout(engine, path)
+
+
 def _shutdown(server: Any, path: str, args: dict) -> dict:
     server.stop()
     return {"pid": os.getpid(), "file": server.file_name}  # `nstored stop` checks the lock for an unclean exit
@@ -91,7 +96,7 @@ OPS: dict[str, OpSpec] = {
     "sync": OpSpec(False, _on_engine(lambda engine, path, args: engine.sync())),
     "status": OpSpec(False, lambda server, path, args: server.status()),
     "shutdown": OpSpec(False, _shutdown),
-    "layout": OpSpec(False, _on_engine(lambda engine, path, args: layout(engine, path))),
+    "layout": OpSpec(False, _on_engine(_layout)),
 }
 
 

@@ -3,7 +3,8 @@
 The shape of the ZeroMQ guide's ROUTER broker: poll, drain what waits (up to
 ``max_batch`` messages or ``max_batch_bytes``), hand the batch over
 (batch.py: apply in arrival order, journal, build replies), send the replies;
-checkpoint now and then (checkpoint.py). One thread, one writer: per-client
+write the acknowledged appends to the file when idle or a bound is reached
+(behind.py); checkpoint now and then (checkpoint.py). One thread, one writer: per-client
 order and "a read sees every acknowledged op" follow from applying ops serially.
 """
 
@@ -39,6 +40,8 @@ GC_THRESHOLD = 100_000  # allocations between young-generation collections (CPyt
 CHECKPOINT_INTERVAL_S = 30.0
 CHECKPOINT_BYTES = 256 * 1024 * 1024
 CHECKPOINT_RETRY_S = 5.0  # a failed checkpoint (full disk, read-only file) is tried again this much later
+IDLE_WRITE_MS = 2  # with appends waiting for the file, this long without a message counts as idle
+WRITE_RETRY_S = 1.0  # a failed write of waiting appends is tried again this much later
 
 
 class Server:
@@ -89,6 +92,8 @@ class Server:
             self._lock.release()
             raise
         self._stopping = False
+        self._next_write = 0.0  # no file write before this (set after a failed one)
+        self.write_error: str | None = None  # why the last write of waiting appends failed, until one succeeds
         self.stats = Stats()
         log.info("serving %s on %s (pid %d)", self.file_name, self.endpoint, os.getpid())
 
@@ -109,8 +114,11 @@ class Server:
         poller.register(self._router.socket, zmq.POLLIN)
         try:
             while not self._stopping:
-                if poller.poll(POLL_MS):
+                behind = self.engine.behind.rows and time.monotonic() >= self._next_write
+                if poller.poll(IDLE_WRITE_MS if behind else POLL_MS):
                     self._turn()
+                elif behind:
+                    self.write_behind()  # idle: the file catches up
                 if time.monotonic() >= self._next_checkpoint:
                     self.checkpoint()
             if poller.poll(0):
@@ -128,6 +136,8 @@ class Server:
         if not raw:
             return
         self._router.send(self.process(raw))
+        if self.engine.behind.due() and time.monotonic() >= self._next_write:
+            self.write_behind()
         if self.journal.size >= self.checkpoint_bytes and (self.checkpoint_error is None
                                                            or time.monotonic() >= self._next_checkpoint):
             self.checkpoint()
@@ -135,6 +145,23 @@ class Server:
     def process(self, raw: list) -> list:
         """Apply a batch of raw messages (see batch.py); the reply frames for each sender, in order."""
         return Batch(self, raw).run()
+
+    def write_behind(self) -> bool:
+        """Write the acknowledged appends that wait for the file (behind.py). A failure (full disk,
+        read-only file) is logged and shown by ``status``; the rows stay queued, safe in the
+        journal, and are tried again later. True if the file now holds them."""
+        try:
+            self.engine.flush()
+        except Exception as exc:  # noqa: BLE001 - the journal holds every queued row
+            self._next_write = time.monotonic() + WRITE_RETRY_S
+            if str(exc) != self.write_error:
+                log.error("%s; retrying every %.1f s", exc, WRITE_RETRY_S)
+            self.write_error = str(exc)
+            return False
+        if self.write_error is not None:
+            log.info("writing acknowledged appends to the file succeeded again")
+        self.write_error = None
+        return True
 
     def checkpoint(self) -> bool:
         """Checkpoint while serving; a failure (full disk, read-only or immutable file, a planted

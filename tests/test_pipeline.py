@@ -16,6 +16,7 @@ import pytest
 
 from nstore import NetCDFIODriver, StorageInterface, connect
 from nstore import pipeline
+from nstore.daemon import behind as write_behind
 from nstore.daemon import format as disk_format
 from nstore.daemon.server import Server
 from nstore.protocol.messages import decode_reply, encode_request
@@ -141,34 +142,42 @@ def test_pending_operations_are_flushed_at_exit(daemon):
     reader.close()
 
 
-def test_a_run_of_appends_becomes_one_write_per_variable(tmp_path, monkeypatch):
-    """Messages from several clients appending to x, y, x, y: two slice writes, not four."""
+def test_appends_reach_the_file_behind_as_one_write_per_variable(tmp_path, monkeypatch):
+    """Messages from several clients appending to x, y, x, y, in two turns: acknowledged at once,
+    written behind as two slice writes, not eight; reads see them before and after the write."""
     writes = []
-    real = disk_format.write_rows
+    real = write_behind.write_rows
 
     def counting(ncvar, start, block):
         writes.append((ncvar.name, start, len(block)))
         real(ncvar, start, block)
+
+    def turn(request_id: int) -> list:
+        batch = [[_Frame(f"c{k}".encode()),
+                  *map(_Frame, encode_request(request_id, f"c{k}", [("append", path, {"data": float(k)})]))]
+                 for k, path in enumerate(["x", "y", "x", "y"])]
+        return [decode_reply(frames)[1][0][1] for _, frames in server.process(batch)]
 
     sockets = tempfile.mkdtemp(prefix="nsp")  # short: ipc paths max out near 100 characters
     server = Server(str(tmp_path / "run.nc"), f"ipc://{sockets}/s.sock")
     try:
         server.engine.append_variable("x", 0.0)  # create both first
         server.engine.append_variable("y", 0.0)
-        monkeypatch.setattr(disk_format, "write_rows", counting)
-        batch = [[_Frame(f"c{k}".encode()),
-                  *map(_Frame, encode_request(1, f"c{k}", [("append", path, {"data": float(k)})]))]
-                 for k, path in enumerate(["x", "y", "x", "y"])]
-        replies = server.process(batch)
+        monkeypatch.setattr(write_behind, "write_rows", counting)
+        assert turn(1) == [1, 1, 2, 2]
+        assert turn(2) == [3, 3, 4, 4]
+        assert writes == []  # acknowledged (journaled), not written yet
+        assert server.status()["pending_rows"] == 8
+        assert server.engine.read_variable("x", -1) == 2.0 and server.engine.read_variable("y").tolist() == \
+            [0.0, 1.0, 3.0, 1.0, 3.0]
+        assert server.write_behind()
+        assert sorted(writes) == [("x", 1, 4), ("y", 1, 4)]
+        assert server.status()["pending_rows"] == 0
     finally:
         server.close()
         os.rmdir(sockets)
-    assert sorted(writes) == [("x", 1, 2), ("y", 1, 2)]
-    indices = [decode_reply(frames)[1][0][1] for _, frames in replies]
-    assert indices == [1, 1, 2, 2]
     with NetCDFIODriver(str(tmp_path / "run.nc"), "r") as check:
-        assert check.read_variable("x").tolist() == [0.0, 0.0, 2.0]
-        assert check.read_variable("y").tolist() == [0.0, 1.0, 3.0]
+        assert check.read_variable("x").tolist() == [0.0, 0.0, 2.0, 0.0, 2.0]
 
 
 class _Frame:

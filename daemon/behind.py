@@ -1,0 +1,153 @@
+"""Write-behind: acknowledged appends wait here, then reach the file in blocks; recent rows serve reads.
+
+nstored acknowledges an append once it is in the journal (the contract); the
+file write can wait. :class:`WriteBehind` queues each batch's journaled rows
+as one block per variable and writes them when the daemon is idle or a bound
+is reached, so many turns share one HDF5 call per variable. It also keeps the
+last rows of each variable (:class:`Tail`) so that a small read of what was
+just appended is answered from memory. Every queued row is in the journal: a
+SIGKILL before the write loses nothing, replay writes it. A write that fails
+(full disk, read-only file) keeps its rows queued for the next try; a
+checkpoint flushes first, so it never drops a journal that holds rows the file lacks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+
+from .format import VarState, block, write_rows
+
+MAX_PENDING_ROWS = 8192  # write once this many rows wait ...
+MAX_PENDING_BYTES = 16 * 1024 * 1024  # ... or this many bytes ...
+MAX_PENDING_S = 0.05  # ... or the oldest has waited this long (or the daemon is idle, server.py)
+REFUSE_PENDING_BYTES = 256 * 1024 * 1024  # past this, with writes failing, new appends are refused
+TAIL_ROWS = 64  # recent entries kept per variable for reads ...
+TAIL_BYTES = 64 * 1024  # ... at most this many bytes of them (bigger rows are not kept)
+CACHE_BYTES = 32 * 1024 * 1024  # all variables' tails together; the least recently used go first
+
+
+_NONE_WAITING = (1 << 62, ())
+
+
+class Tail:
+    """The last entries of one variable as the file holds them: ``rows[k]`` is entry ``start + k``."""
+
+    __slots__ = ("start", "rows")
+
+    def __init__(self, start: int, rows: np.ndarray):  # (rows: an array owned by the tail)
+        self.start, self.rows = start, rows
+
+    def extend(self, start: int, rows: np.ndarray, keep: int) -> None:
+        """Add entries ``start, start + 1, ...`` (normally the next ones), keeping the last ``keep``."""
+        end = start + len(rows)
+        if start == self.start + len(self.rows):
+            rows = np.concatenate((self.rows, rows))
+        self.rows = rows[-keep:].copy()  # (a copy: a view would keep the whole block alive)
+        self.start = end - len(self.rows)
+
+    def get(self, index: int) -> Any:
+        """Entry ``index`` as the file would give it, or None if it is not kept here."""
+        offset = index - self.start
+        return self.rows[offset] if 0 <= offset < len(self.rows) else None
+
+
+class WriteBehind:
+    """Journaled rows waiting for the file, and the recent rows of each variable."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, list] = {}  # path -> [var, first index, [blocks]], in arrival order
+        self.rows = self.nbytes = 0
+        self.since = 0.0  # when the oldest pending row arrived
+        self.error: str | None = None  # why the last write failed, until one succeeds
+        self._tails: OrderedDict[str, Tail] = OrderedDict()  # least recently used first
+        self._tail_bytes = 0
+
+    # --- queue ---------------------------------------------------------------------------
+    def stage(self, path: str, var: VarState, start: int, rows: list) -> None:
+        """Queue entries ``start, ...`` of ``var`` (already journaled and acknowledged)."""
+        data = block(rows, var.sig)
+        waiting = self._pending.get(path)
+        if waiting is None:
+            if not self._pending:
+                self.since = time.monotonic()
+            self._pending[path] = [var, start, [data]]
+        else:
+            waiting[2].append(data)
+        self.rows += len(data)
+        self.nbytes += data.nbytes
+        self.remember(path, start, data)
+
+    def due(self) -> bool:
+        """Whether a bound says: write now."""
+        return bool(self._pending) and (self.rows >= MAX_PENDING_ROWS or self.nbytes >= MAX_PENDING_BYTES
+                                        or time.monotonic() - self.since >= MAX_PENDING_S)
+
+    def flush(self) -> None:
+        """Write every queued row, one slice write per variable; OSError naming the variable if one fails.
+
+        What was written leaves the queue; the failed variable and the rest stay for the next try.
+        """
+        while self._pending:
+            path, (var, start, blocks) = next(iter(self._pending.items()))
+            data = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+            try:
+                write_rows(var.ncvar, start, data)
+            except Exception as exc:
+                self.error = f"{path}: writing {len(data)} acknowledged entries to the file failed " \
+                             f"(they are safe in the journal; retried): {type(exc).__name__}: {exc}"
+                raise OSError(self.error) from exc
+            del self._pending[path]
+            self.rows -= len(data)
+            self.nbytes -= data.nbytes
+        self.error = None
+
+    def waiting(self, path: str) -> tuple[int, Any]:
+        """``(first, rows)``: entries ``first, ...`` of ``path`` wait for the file (first is huge if none)."""
+        waiting = self._pending.get(path)
+        if waiting is None:
+            return _NONE_WAITING
+        blocks = waiting[2]
+        if len(blocks) > 1:
+            blocks[:] = [np.concatenate(blocks)]  # (once: later reads and the write reuse it)
+        return waiting[1], blocks[0]
+
+    def drop(self) -> None:
+        """Forget every queued row (the file was reopened and the journal replayed over it)."""
+        self._pending.clear()
+        self.rows = self.nbytes = 0
+        self._tails.clear()
+        self._tail_bytes = 0
+
+    # --- recent rows ----------------------------------------------------------------------
+    def remember(self, path: str, start: int, data: np.ndarray) -> None:
+        """Keep entries ``start, ...`` of ``path`` (as the file holds them) for reads, within the bounds."""
+        keep = min(TAIL_ROWS, TAIL_BYTES // max(1, data[:1].nbytes))
+        if data.dtype == object or not keep or not len(data):
+            self.forget(path)  # text (sizes unknown) and big rows are read from the file
+            return
+        tail = self._tails.pop(path, None)
+        if tail is None:
+            tail = Tail(start, data[-keep:].copy())
+        else:
+            self._tail_bytes -= tail.rows.nbytes
+            tail.extend(start, data, keep)
+        self._tails[path] = tail
+        self._tail_bytes += tail.rows.nbytes
+        while self._tail_bytes > CACHE_BYTES:
+            _, gone = self._tails.popitem(last=False)
+            self._tail_bytes -= gone.rows.nbytes
+
+    def recent(self, path: str, index: int) -> Any:
+        """Entry ``index`` of ``path`` from memory, or None."""
+        tail = self._tails.get(path)
+        return None if tail is None else tail.get(index)
+
+    def forget(self, path: str) -> None:
+        """Stop serving ``path`` from memory (an entry was overwritten)."""
+        tail = self._tails.pop(path, None)
+        if tail is not None:
+            self._tail_bytes -= tail.rows.nbytes
