@@ -1,0 +1,225 @@
+"""Write-behind and the read cache (issue 12): acknowledged appends wait for the file, reads never miss them."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import tempfile
+
+import numpy as np
+import pytest
+
+from nstore import NetCDFIODriver, connect, ureg
+from nstore.daemon import behind
+from nstore.daemon.daemon_engine import DaemonEngine
+from nstore.daemon.server import Server
+from nstore.protocol.messages import decode_reply, encode_request
+
+VALUES = {
+    "float": [1.5, -2.25, 3.0],
+    "int": [1, -2, 3],
+    "bool": [True, False, True],
+    "float32": [np.float32(1.5), np.float32(2.5), np.float32(-1)],
+    "str": ["a", "", "ünï"],
+    "dict": [{"a": 1}, {"b": [1, 2]}, {}],
+    "list": [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]],
+    "tuple": [(1, 2), (3, 4), (5, 6)],
+    "mixed": [[1, "a"], [2, "b"], [3, "c"]],
+    "array": [np.arange(6.0).reshape(2, 3), np.ones((2, 3)), np.zeros((2, 3))],
+    "quantity": [ureg.Quantity(1.5, "nanometer"), ureg.Quantity(2.0, "nanometer"), ureg.Quantity(3.0, "angstrom")],
+    "quantity_array": [ureg.Quantity(np.arange(3.0), "kelvin")] * 3,
+}
+
+
+def _same(a, b) -> bool:
+    if hasattr(a, "magnitude") and hasattr(b, "magnitude"):
+        return str(a.units) == str(b.units) and _same(a.magnitude, b.magnitude)
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return type(a) is type(b) and a.dtype == b.dtype and np.array_equal(a, b)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
+
+
+def _stage(engine: DaemonEngine, path: str, values: list) -> list:
+    """What the daemon does with a run of appends: reserve, (journal,) queue for the file."""
+    return engine.stage(engine.reserve_appends(path, values))
+
+
+def _reads(driver, path: str) -> list:
+    return [driver.read_variable(path), driver.read_variable(path, 0), driver.read_variable(path, -1),
+            driver.read_variable(path, slice(1, None)), driver.read_variable(path, slice(None, None, -2)),
+            driver.variable_info(path)]
+
+
+@pytest.mark.parametrize("kind", sorted(VALUES))
+def test_reads_before_the_file_write_equal_reads_of_the_file(tmp_path, kind):
+    """Waiting rows and recent rows are served as the file would serve them, for every kind."""
+    file_name = str(tmp_path / "run.nc")
+    engine = DaemonEngine(file_name)
+    assert _stage(engine, "v", VALUES[kind][:1]) == [0]
+    engine.flush()
+    _stage(engine, "v", VALUES[kind][1:])  # entry 0 in the file, 1 and 2 waiting
+    assert engine.behind.rows == 2
+    waiting = _reads(engine, "v")
+    engine.flush()
+    written = _reads(engine, "v")
+    engine.close()
+    with NetCDFIODriver(file_name, "r") as fresh:
+        from_file = _reads(fresh, "v")
+    for got, want in zip(waiting + written, from_file + from_file):
+        assert _same(got, want), (kind, got, want)
+
+
+def test_state_ops_see_every_acknowledged_append(tmp_path):
+    """Listings, info, metadata and layout see appends that have not reached the file."""
+    sockets = tempfile.mkdtemp(prefix="nwb")
+    server = Server(str(tmp_path / "run.nc"), f"ipc://{sockets}/s.sock")
+    try:
+        replies = server.process([_message(b"c1", 1, [("append", "g/x", {"data": float(k)}) for k in range(5)])])
+        assert [value for _, value in _results(replies)] == [0, 1, 2, 3, 4]
+        assert server.status()["pending_rows"] == 5
+        asked = server.process([_message(b"c2", 1, [("list", "g", {}), ("info", "g/x", {}), ("metadata", "g/x", {}),
+                                                     ("layout", "", {}), ("read", "g/x", {})])])
+        listing, info, metadata, layout, values = [value for _, value in _results(asked)]
+        assert listing == ["x"] and info["length"] == 5 and metadata == {}
+        assert server.status()["pending_rows"] == 0  # layout reads dimensions: the file caught up first
+        assert layout["g"]["variables"]["x"]["shape"] == [5, 1]
+        assert values.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+    finally:
+        server.close()
+        os.rmdir(sockets)
+
+
+def test_the_cache_never_serves_an_overwritten_entry(tmp_path):
+    engine = DaemonEngine(str(tmp_path / "run.nc"))
+    try:
+        _stage(engine, "x", [1.0, 2.0, 3.0])
+        assert engine.read_variable("x", -1) == 3.0  # waiting
+        engine.write_variable("x", 30.0, at_index=2)
+        assert engine.read_variable("x", -1) == 30.0 and engine.read_variable("x", 2) == 30.0
+        _stage(engine, "x", [4.0])
+        engine.flush()
+        assert engine.read_variable("x", 3) == 4.0  # recent, from memory
+        engine.write_entries("x", 2, [31.0, 40.0])
+        assert engine.read_variable("x").tolist() == [1.0, 2.0, 31.0, 40.0]
+        assert engine.read_variable("x", -1) == 40.0
+        engine.write_variable("fixed", 1.0)
+        assert engine.read_variable("fixed") == 1.0  # now remembered
+        engine.write_variable("fixed", 2.0)
+        assert engine.read_variable("fixed") == 2.0
+    finally:
+        engine.close()
+
+
+def test_the_cache_never_serves_an_overwritten_entry_through_the_daemon(daemon_factory, tmp_path):
+    daemon = daemon_factory(str(tmp_path / "run.nc"))
+    driver = connect(daemon.endpoint, timeout=30)
+    try:
+        for k in range(10):
+            assert driver.append_variable("x", float(k)) == k
+            assert driver.read_variable("x", -1) == float(k)
+        driver.write_variable("x", 99.0, at_index=9)
+        assert driver.read_variable("x", -1) == 99.0 and driver.read_variable("x", 9) == 99.0
+        driver.write_variable("c", np.arange(3.0))
+        assert driver.read_variable("c").tolist() == [0.0, 1.0, 2.0]
+        driver.write_variable("c", np.arange(3.0) + 1)
+        assert driver.read_variable("c").tolist() == [1.0, 2.0, 3.0]
+    finally:
+        driver.close()
+
+
+def test_a_failed_file_write_keeps_its_rows_and_is_retried(tmp_path, monkeypatch):
+    engine = DaemonEngine(str(tmp_path / "run.nc"))
+    real = behind.write_rows
+    try:
+        _stage(engine, "x", [1.0, 2.0])
+        _stage(engine, "y", [3.0])
+
+        def failing(ncvar, start, data):
+            raise RuntimeError("NetCDF: HDF error")
+
+        monkeypatch.setattr(behind, "write_rows", failing)
+        with pytest.raises(OSError, match=r"x: writing 2 acknowledged entries to the file failed .*safe in the journal"):
+            engine.flush()
+        assert engine.behind.rows == 3 and engine.behind.error is not None
+        assert engine.read_variable("x").tolist() == [1.0, 2.0]  # reads do not need the file write
+        monkeypatch.setattr(behind, "write_rows", real)
+        engine.flush()
+        assert engine.behind.rows == 0 and engine.behind.error is None
+    finally:
+        engine.close()
+    with NetCDFIODriver(str(tmp_path / "run.nc"), "r") as fresh:
+        assert fresh.read_variable("x").tolist() == [1.0, 2.0] and fresh.read_variable("y").tolist() == [3.0]
+
+
+def test_waiting_rows_and_the_cache_stay_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr(behind, "CACHE_BYTES", 64 * 1024)
+    engine = DaemonEngine(str(tmp_path / "run.nc"))
+    try:
+        for k in range(200):  # 200 variables of 64 recent 64-byte rows = 800 KiB, more than the cache
+            _stage(engine, f"v{k}", [np.full(8, float(k))] * 70)
+            assert engine.behind._tail_bytes <= 64 * 1024
+        assert engine.behind.rows == 200 * 70
+        assert engine.behind.due()  # past MAX_PENDING_ROWS: the loop writes now
+        assert engine.read_variable("v0", -1).tolist() == [0.0] * 8  # evicted from the cache, still waiting
+        engine.flush()
+        assert engine.read_variable("v199", 3).tolist() == [199.0] * 8
+        big = np.zeros(behind.TAIL_BYTES // 8 + 1)
+        _stage(engine, "big", [big])  # a row bigger than a tail is never kept in memory after the write
+        engine.flush()
+        assert engine.behind.recent("big", 0) is None
+    finally:
+        engine.close()
+
+
+def _acknowledge_then_die(file_name: str, endpoint: str, conn) -> None:
+    """A daemon that acknowledges appends (replies built), then is SIGKILLed before any file write."""
+    server = Server(file_name, endpoint)
+    replies = server.process([_message(b"c1", 1, [("append", "x", {"data": float(k)}) for k in range(100)])])
+    conn.send(([value for _, value in _results(replies)], server.status()["pending_rows"]))
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_sigkill_after_the_acknowledgement_before_the_file_write_loses_nothing(tmp_path):
+    file_name = str(tmp_path / "run.nc")
+    sockets = tempfile.mkdtemp(prefix="nwb")
+    try:
+        parent, child = multiprocessing.Pipe()
+        process = multiprocessing.get_context("fork").Process(
+            target=_acknowledge_then_die, args=(file_name, f"ipc://{sockets}/s.sock", child))
+        process.start()
+        assert parent.poll(60)
+        indices, pending = parent.recv()
+        process.join(60)
+        assert process.exitcode == -signal.SIGKILL
+        assert indices == list(range(100)) and pending == 100
+        server = Server(file_name, f"ipc://{sockets}/s.sock")  # replays the journal
+        server.close()
+    finally:
+        for name in os.listdir(sockets):
+            os.remove(os.path.join(sockets, name))
+        os.rmdir(sockets)
+    with NetCDFIODriver(file_name, "r") as fresh:
+        assert fresh.read_variable("x").tolist() == [float(k) for k in range(100)]
+
+
+def _message(identity: bytes, request_id: int, ops: list) -> list:
+    return [_Frame(identity), *map(_Frame, encode_request(request_id, identity.decode(), ops))]
+
+
+def _results(replies: list) -> list:
+    (_, frames), = replies
+    return decode_reply(frames)[1]
+
+
+class _Frame:
+    """What recv_multipart(copy=False) hands the server: an object with .bytes and .buffer."""
+
+    def __init__(self, data: bytes):
+        self.bytes = bytes(data)
+        self.buffer = memoryview(self.bytes)
+
+    def __len__(self) -> int:
+        return len(self.bytes)
