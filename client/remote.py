@@ -118,7 +118,7 @@ class RemoteDriver(StorageDriver):
             if self.keys:
                 secure_client(sock, self.keys)
             sock.connect(self.endpoint)
-            self._socket = sock
+            self._socket, self._wait_ms = sock, -1
         return self._socket
 
     def _drop_socket(self) -> None:
@@ -205,20 +205,28 @@ class RemoteDriver(StorageDriver):
         If the daemon dies meanwhile, ride through its restart (see ``_ride_through``).
         """
         deadline = time.monotonic() + timeout
+        wait_ms = int(min(POLL_SLICE_S, timeout) * 1000)
         while True:
             sock = self._sock()
-            if sock.poll(int(min(POLL_SLICE_S, max(0.0, deadline - time.monotonic())) * 1000)):
+            if self._wait_ms != wait_ms:
+                sock.setsockopt(zmq.RCVTIMEO, wait_ms)
+                self._wait_ms = wait_ms
+            try:  # one blocking receive per reply (no poller): it waits at most one slice
+                frames = sock.recv_multipart(copy=False)
                 break
+            except zmq.Again:
+                pass
             if self._daemon_gone():
                 self._ride_through()
                 deadline = time.monotonic() + timeout
-            elif time.monotonic() >= deadline:
+            wait_ms = int(min(POLL_SLICE_S, max(0.0, deadline - time.monotonic())) * 1000)
+            if wait_ms <= 0:
                 self._drop_socket()  # a late reply must not be taken for a later request's
                 lost = sum(len(ops) for ops, _ in self._in_flight.values())
                 self._in_flight.clear()
                 raise ConnectionError(f"nstored at {self.endpoint} did not answer within {timeout:g} s "
                                       f"({lost} operations unacknowledged)")
-        reply_id, results = decode_reply(sock.recv_multipart(copy=False))
+        reply_id, results = decode_reply(frames)
         if reply_id == -1 and self._in_flight:  # the daemon could not parse a request of ours
             reply_id = min(self._in_flight)
             results = results * len(self._in_flight[reply_id][0])

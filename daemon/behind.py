@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .format import VarState, block, write_rows
+from .format import TEXT, VarState, block, row, write_rows
 
 MAX_PENDING_ROWS = 8192  # write once this many rows wait ...
 MAX_PENDING_BYTES = 16 * 1024 * 1024  # ... or this many bytes ...
@@ -55,11 +55,28 @@ class Tail:
         return self.rows[offset] if 0 <= offset < len(self.rows) else None
 
 
+class _Waiting:
+    """Entries ``start, ...`` of one variable, journaled, not yet in the file (built into one block when needed)."""
+
+    __slots__ = ("var", "start", "rows", "row_bytes", "block")
+
+    def __init__(self, var: VarState, start: int):
+        self.var, self.start, self.rows, self.block = var, start, [], None
+        sig = var.sig
+        self.row_bytes = 64 if sig.dtype is TEXT else int(np.prod(sig.row_shape, dtype=np.int64)) * sig.dtype.itemsize
+
+    def data(self) -> np.ndarray:
+        """The waiting entries as the file will hold them."""
+        if self.block is None or len(self.block) != len(self.rows):
+            self.block = block(self.rows, self.var.sig)
+        return self.block
+
+
 class WriteBehind:
     """Journaled rows waiting for the file, and the recent rows of each variable."""
 
     def __init__(self) -> None:
-        self._pending: dict[str, list] = {}  # path -> [var, first index, [blocks]], in arrival order
+        self._pending: dict[str, _Waiting] = {}  # path -> its waiting entries, in arrival order
         self.rows = self.nbytes = 0
         self.since = 0.0  # when the oldest pending row arrived
         self.error: str | None = None  # why the last write failed, until one succeeds
@@ -68,18 +85,17 @@ class WriteBehind:
 
     # --- queue ---------------------------------------------------------------------------
     def stage(self, path: str, var: VarState, start: int, rows: list) -> None:
-        """Queue entries ``start, ...`` of ``var`` (already journaled and acknowledged)."""
-        data = block(rows, var.sig)
+        """Queue entries ``start, ...`` of ``var`` (already journaled and acknowledged).
+
+        Only a list append: the block is built once, when it is written or read."""
         waiting = self._pending.get(path)
         if waiting is None:
             if not self._pending:
                 self.since = time.monotonic()
-            self._pending[path] = [var, start, [data]]
-        else:
-            waiting[2].append(data)
-        self.rows += len(data)
-        self.nbytes += data.nbytes
-        self.remember(path, start, data)
+            waiting = self._pending[path] = _Waiting(var, start)
+        waiting.rows += rows
+        self.rows += len(rows)
+        self.nbytes += len(rows) * waiting.row_bytes
 
     def due(self) -> bool:
         """Whether a bound says: write now."""
@@ -89,31 +105,35 @@ class WriteBehind:
     def flush(self) -> None:
         """Write every queued row, one slice write per variable; OSError naming the variable if one fails.
 
-        What was written leaves the queue; the failed variable and the rest stay for the next try.
+        What was written leaves the queue (its last rows stay in memory for reads);
+        the failed variable and the rest stay for the next try.
         """
         while self._pending:
-            path, (var, start, blocks) = next(iter(self._pending.items()))
-            data = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+            path, waiting = next(iter(self._pending.items()))
+            data = waiting.data()
             try:
-                write_rows(var.ncvar, start, data)
+                write_rows(waiting.var.ncvar, waiting.start, data)
             except Exception as exc:
                 self.error = f"{path}: writing {len(data)} acknowledged entries to the file failed " \
                              f"(they are safe in the journal; retried): {type(exc).__name__}: {exc}"
                 raise OSError(self.error) from exc
             del self._pending[path]
             self.rows -= len(data)
-            self.nbytes -= data.nbytes
+            self.nbytes -= len(data) * waiting.row_bytes
+            self.remember(path, waiting.start, data)
         self.error = None
+
+    def waiting_entry(self, path: str, index: int) -> Any:
+        """Entry ``index`` of ``path`` as the file will hold it, if it waits for the file; else None."""
+        waiting = self._pending.get(path)
+        if waiting is None or not 0 <= index - waiting.start < len(waiting.rows):
+            return None
+        return row(waiting.rows[index - waiting.start], waiting.var.sig)
 
     def waiting(self, path: str) -> tuple[int, Any]:
         """``(first, rows)``: entries ``first, ...`` of ``path`` wait for the file (first is huge if none)."""
         waiting = self._pending.get(path)
-        if waiting is None:
-            return _NONE_WAITING
-        blocks = waiting[2]
-        if len(blocks) > 1:
-            blocks[:] = [np.concatenate(blocks)]  # (once: later reads and the write reuse it)
-        return waiting[1], blocks[0]
+        return _NONE_WAITING if waiting is None else (waiting.start, waiting.data())
 
     def drop(self) -> None:
         """Forget every queued row (the file was reopened and the journal replayed over it)."""

@@ -66,9 +66,9 @@ class DaemonEngine(NetCDFIODriver):
         if raw is not None:
             return raw
         if index is not None:
-            first, waiting = self.behind.waiting(path)
-            if index >= first:
-                return waiting[index - first]
+            raw = self.behind.waiting_entry(path, index)
+            if raw is not None:
+                return raw
         raw = super()._stored_entry(path, var, index)
         if index is None:
             self.behind.remember(path, 0, np.asarray(raw)[None])

@@ -22,7 +22,7 @@ class Router:
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.ROUTER)
         self._authenticator = None
-        self.endpoint, self._bound = endpoint, False
+        self.endpoint, self._bound, self._wait_ms = endpoint, False, -1
         try:
             self.socket.setsockopt(zmq.LINGER, 2000)
             self.socket.setsockopt(zmq.RCVHWM, HIGH_WATER_MARK)
@@ -51,13 +51,17 @@ class Router:
         self.socket.bind(endpoint)
         return self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
 
-    def drain(self, max_messages: int, max_bytes: int) -> list:
-        """The messages waiting now (frames each), at least one (call it when the socket polled
-        readable), up to ``max_messages`` or ``max_bytes``; ends on the socket's EVENTS, not an exception."""
+    def drain(self, wait_ms: int, max_messages: int, max_bytes: int) -> list:
+        """The messages waiting, after waiting up to ``wait_ms`` for the first (none: ``[]``); up to
+        ``max_messages`` or ``max_bytes``. One blocking receive, no poller; the rest end on the
+        socket's EVENTS, so only an idle wait ends in an exception."""
         socket = self.socket
+        if wait_ms != self._wait_ms:
+            socket.setsockopt(zmq.RCVTIMEO, wait_ms)
+            self._wait_ms = wait_ms
         try:
-            frames = socket.recv_multipart(zmq.NOBLOCK, copy=False)
-        except zmq.Again:  # (poll said readable; never expected, but must not stop the daemon)
+            frames = socket.recv_multipart(copy=False)
+        except zmq.Again:
             return []
         batch, size = [frames], sum(len(f) for f in frames)
         while len(batch) < max_messages and size < max_bytes and int(socket.getsockopt(_EVENTS)) & _POLLIN:

@@ -1,6 +1,6 @@
 """nstored's loop: a ZeroMQ ROUTER socket in front of one storage engine.
 
-The shape of the ZeroMQ guide's ROUTER broker: poll, drain what waits (up to
+The shape of the ZeroMQ guide's ROUTER broker: wait for a message, drain what waits (up to
 ``max_batch`` messages or ``max_batch_bytes``), hand the batch over
 (batch.py: apply in arrival order, journal, build replies), send the replies;
 write the acknowledged appends to the file when idle or a bound is reached
@@ -14,8 +14,6 @@ import gc
 import logging
 import os
 import time
-
-import zmq
 
 from nstore.protocol.endpoints import default_endpoint, real_path
 
@@ -110,31 +108,28 @@ class Server:
         gc.collect()
         gc.freeze()
         gc.set_threshold(GC_THRESHOLD, 50, 100)
-        poller = zmq.Poller()
-        poller.register(self._router.socket, zmq.POLLIN)
         try:
             while not self._stopping:
                 behind = self.engine.behind.rows and time.monotonic() >= self._next_write
-                if poller.poll(IDLE_WRITE_MS if behind else POLL_MS):
-                    self._turn()
+                raw = self._router.drain(IDLE_WRITE_MS if behind else POLL_MS, self.max_batch, self.max_batch_bytes)
+                if raw:
+                    self._turn(raw)
                 elif behind:
                     self.write_behind()  # idle: the file catches up
                 if time.monotonic() >= self._next_checkpoint:
                     self.checkpoint()
-            if poller.poll(0):
-                self._turn()  # acknowledge what already arrived before closing
+            raw = self._router.drain(0, self.max_batch, self.max_batch_bytes)
+            if raw:
+                self._turn(raw)  # acknowledge what already arrived before closing
         except Exception as exc:
             self.exit_error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
             self.close()
 
-    def _turn(self) -> None:
-        """Drain what waits (the socket polled readable), apply it, reply; checkpoint past the byte limit."""
-        raw = self._router.drain(self.max_batch, self.max_batch_bytes)
+    def _turn(self, raw: list) -> None:
+        """Apply what was drained, reply; write behind and checkpoint past their bounds."""
         self.stats.last_batch = len(raw)
-        if not raw:
-            return
         self._router.send(self.process(raw))
         if self.engine.behind.due() and time.monotonic() >= self._next_write:
             self.write_behind()

@@ -34,11 +34,27 @@ def _shown(path: str) -> str:
     return path if len(path) <= _SHOWN else f"{path[:_SHOWN]}..."
 
 
+_NORMALIZED: dict[str, str] = {}  # path as given -> normalized: the same few paths arrive again and again
+_MAX_REMEMBERED = 4096
+
+
 def normalize_path(path: str) -> str:
     """``"/a//b/"``-style input is rejected; ``"/a/b"`` and ``"a/b/"`` become ``"a/b"``.
 
     The root is ``""``. Raises ValueError naming the path and the reason.
     """
+    if type(path) is str:
+        known = _NORMALIZED.get(path)
+        if known is not None:
+            return known
+    normalized = _normalize(path)
+    if len(_NORMALIZED) >= _MAX_REMEMBERED:
+        _NORMALIZED.clear()
+    _NORMALIZED[path] = normalized
+    return normalized
+
+
+def _normalize(path: str) -> str:
     if not isinstance(path, str):
         raise TypeError(f"path must be a str, not {type(path).__name__}")
     if len(path) > MAX_PATH_LENGTH:
