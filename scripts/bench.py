@@ -859,7 +859,7 @@ def check_targets(results: list[Result], imp: dict, classic_skipped: str | None,
         ok = ratio <= bound if metric == "p50_us" else ratio >= bound
         check(name, ok, f"{ratio:.2f}x ({_figure(r, metric)} vs {_figure(base, metric)}){note}")
 
-    classic_missing = f"{classic_skipped}" if classic_skipped else "not measured"
+    classic_missing = classic_skipped or "not measured"
     echo = {n: find(results, "scalar", ECHO_MODE, n) for n in (1, 8)}
     classic = {w: find(results, w, CLASSIC_MODE, 1) for w in CLASSIC_WORKLOADS}
     sync1, sync8 = find(results, "scalar", "sync", 1), find(results, "scalar", "sync", 8)
