@@ -186,10 +186,13 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(status, indent=2, sort_keys=True))
     else:
-        for key in ("pid", "file", "endpoint", "uptime_s", "clients_seen", "ops_per_s", "queue_depth", "bytes_written"):
+        for key in ("pid", "file", "endpoint", "uptime_s", "clients_seen", "ops_per_s", "queue_depth", "bytes_written",
+                    "pending_rows"):
             print(f"{key:>14}: {status[key]}")
         ops = ", ".join(f"{k}={v}" for k, v in sorted(status["ops_applied"].items())) or "none"
         print(f"{'ops_applied':>14}: {ops}")
+        if status.get("write_error"):
+            print(f"{'file writes':>14}: FAILING, retried (the journal keeps the rows): {status['write_error']}")
         if status.get("checkpoint_error"):
             print(f"{'checkpoint':>14}: FAILING, retried: {status['checkpoint_error']}")
     return 0

@@ -11,6 +11,8 @@ so its decoded value is measured before it is encoded, walking at most
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import Any
 
 import numpy as np
@@ -37,7 +39,7 @@ def bounded_read(engine: Any, path: str, index: Any, limit: int) -> Any:
     """``engine.read_variable(path, index)``, or ValueError if its reply would exceed ``limit`` bytes."""
     info = engine.variable_info(path)
     count = _entries(info, index)
-    row_items = int(np.prod(info["shape"], dtype=np.int64))
+    row_items = math.prod(info["shape"])
     if info["io_type"] not in TEXT_TYPES:
         row_bytes = row_items * _itemsize(info["type"])
         if count * row_bytes > limit:
@@ -64,6 +66,7 @@ def _entries(info: dict, index: Any) -> int:
     return 1
 
 
+@functools.lru_cache(maxsize=256)
 def _itemsize(type_attr: str) -> int:
     try:
         return np.dtype(type_attr).itemsize  # numpy types, 'int', 'float', 'bool'

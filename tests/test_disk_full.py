@@ -195,11 +195,15 @@ def test_immutable_file_fails_checkpoints_until_writable_again(tmp_path, daemons
         assert file_name in error, error
         for i in range(5, 8):  # the journal, a separate file, still takes them
             driver.append_variable("x", float(i))
-        assert [float(v) for v in driver.read_variable("x")] == [float(i) for i in range(8)]
+        assert [float(v) for v in driver.read_variable("x")] == [float(i) for i in range(8)]  # from memory
+        error = wait_for(lambda: status(daemon)["write_error"], "writing the acknowledged appends to fail")
+        assert file_name in error and status(daemon)["pending_rows"] >= 3, error  # (and 0-4 if not written yet)
         assert daemon.process.poll() is None, daemon.log()
     finally:
         _run("chattr", "-i", file_name)
     wait_for(lambda: status(daemon)["checkpoint_error"] is None, "a retried checkpoint to succeed")
+    wait_for(lambda: (lambda s: s["write_error"] is None and s["pending_rows"] == 0)(status(daemon)),
+             "the waiting appends to reach the file")
     driver.close()
     assert daemon.stop() == 0, daemon.log()
     assert stored(file_name, "x") == [float(i) for i in range(8)]
