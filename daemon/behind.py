@@ -75,7 +75,8 @@ class _Waiting:
 class WriteBehind:
     """Journaled rows waiting for the file, and the recent rows of each variable."""
 
-    def __init__(self) -> None:
+    def __init__(self, file_name: str) -> None:
+        self.file_name = file_name  # (named in errors)
         self._pending: dict[str, _Waiting] = {}  # path -> its waiting entries, in arrival order
         self.rows = self.nbytes = 0
         self.since = 0.0  # when the oldest pending row arrived
@@ -114,7 +115,7 @@ class WriteBehind:
             try:
                 write_rows(waiting.var.ncvar, waiting.start, data)
             except Exception as exc:
-                self.error = f"{path}: writing {len(data)} acknowledged entries to the file failed " \
+                self.error = f"{path}: writing {len(data)} acknowledged entries to {self.file_name} failed " \
                              f"(they are safe in the journal; retried): {type(exc).__name__}: {exc}"
                 raise OSError(self.error) from exc
             del self._pending[path]

@@ -30,7 +30,7 @@ class DaemonEngine(NetCDFIODriver):
     unsynced = False  # a checkpoint's file sync failed: reopen before syncing again (checkpoint.py)
 
     def __init__(self, file_name: str, access_mode: str | None = None):
-        self.behind = WriteBehind()  # journaled appends waiting for the file; recent rows for reads
+        self.behind = WriteBehind(os.fspath(file_name))  # journaled appends waiting for the file; recent rows for reads
         super().__init__(file_name, access_mode)
 
     # --- write-behind ------------------------------------------------------------------------
@@ -52,7 +52,11 @@ class DaemonEngine(NetCDFIODriver):
     def flush(self) -> None:
         """Write every queued append to the file (OSError naming the variable if that fails)."""
         if self.behind.rows:
-            check_writable(self.file_name, self.behind.nbytes)  # never start a write bound to fail
+            try:
+                check_writable(self.file_name, self.behind.nbytes)  # never start a write bound to fail
+            except OSError as exc:
+                self.behind.error = str(exc)
+                raise
             self.behind.flush()
 
     def sync(self) -> None:

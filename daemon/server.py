@@ -91,7 +91,7 @@ class Server:
             raise
         self._stopping = False
         self._next_write = 0.0  # no file write before this (set after a failed one)
-        self.write_error: str | None = None  # why the last write of waiting appends failed, until one succeeds
+        self._logged_write_error: str | None = None
         self.stats = Stats()
         log.info("serving %s on %s (pid %d)", self.file_name, self.endpoint, os.getpid())
 
@@ -143,19 +143,19 @@ class Server:
 
     def write_behind(self) -> bool:
         """Write the acknowledged appends that wait for the file (behind.py). A failure (full disk,
-        read-only file) is logged and shown by ``status``; the rows stay queued, safe in the
+        read-only file) is logged once and shown by ``status``; the rows stay queued, safe in the
         journal, and are tried again later. True if the file now holds them."""
         try:
             self.engine.flush()
         except Exception as exc:  # noqa: BLE001 - the journal holds every queued row
             self._next_write = time.monotonic() + WRITE_RETRY_S
-            if str(exc) != self.write_error:
+            if str(exc) != self._logged_write_error:
                 log.error("%s; retrying every %.1f s", exc, WRITE_RETRY_S)
-            self.write_error = str(exc)
+                self._logged_write_error = str(exc)
             return False
-        if self.write_error is not None:
+        if self._logged_write_error is not None:
             log.info("writing acknowledged appends to the file succeeded again")
-        self.write_error = None
+            self._logged_write_error = None
         return True
 
     def checkpoint(self) -> bool:

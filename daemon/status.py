@@ -66,7 +66,7 @@ def status(server: Any) -> dict:
         "bytes_written": stats.bytes_written,
         "bytes_read": stats.bytes_read,
         "pending_rows": server.engine.behind.rows,  # acknowledged (journaled) appends not yet in the file
-        "write_error": server.write_error,  # None, or why writing them failed (it is retried)
+        "write_error": server.engine.behind.error,  # None, or why writing them failed (it is retried)
         "checkpoint_error": server.checkpoint_error,  # None, or why the last try failed (it is retried)
         "last_checkpoint_ok": server.last_checkpoint_ok,  # time.time() of the last checkpoint that succeeded
     }

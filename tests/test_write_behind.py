@@ -141,7 +141,7 @@ def test_a_failed_file_write_keeps_its_rows_and_is_retried(tmp_path, monkeypatch
             raise RuntimeError("NetCDF: HDF error")
 
         monkeypatch.setattr(behind, "write_rows", failing)
-        with pytest.raises(OSError, match=r"x: writing 2 acknowledged entries to the file failed .*safe in the journal"):
+        with pytest.raises(OSError, match=r"x: writing 2 acknowledged entries to .*run.nc failed .*safe in the journal"):
             engine.flush()
         assert engine.behind.rows == 3 and engine.behind.error is not None
         assert engine.read_variable("x").tolist() == [1.0, 2.0]  # reads do not need the file write
