@@ -151,7 +151,7 @@ class Column:
     """
 
     __slots__ = ("driver", "path", "key", "first", "unit", "scalar", "values", "rows", "filled", "room",
-                 "start", "error", "finished")
+                 "row_bytes", "start", "error", "finished")
 
     def __init__(self, driver: "RemoteDriver", path: str, key: tuple, first: Any, room: int):
         self.driver, self.path, self.key, self.first, self.room = driver, path, key, first, room
@@ -160,7 +160,9 @@ class Column:
         self.scalar = key[0] if key[0] in (float, int) else None  # plain numbers: the driver's fast path
         self.values: list | None = None
         self.rows: np.ndarray | None = None
+        self.row_bytes = 8
         if type(magnitude) is np.ndarray:
+            self.row_bytes = magnitude.nbytes
             fit = max(1, PIPELINE_MAX_BYTES // max(1, magnitude.nbytes))
             self.rows = np.empty((min(room, fit, COLUMN_FIRST_ROWS), *magnitude.shape), magnitude.dtype)
         else:

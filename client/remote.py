@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 import uuid
+from time import monotonic
 from typing import Any
 
 import zmq
@@ -302,7 +303,7 @@ class RemoteDriver(StorageDriver):
             self._column = column
             live_pipelines.add(self)
         handle = column.add(data)
-        self._pending_bytes += 8 if column.values is not None else column.rows[0].nbytes
+        self._pending_bytes += column.row_bytes
         self._send_if_due()
         return handle
 
@@ -366,13 +367,13 @@ class RemoteDriver(StorageDriver):
             # The fast path: one more plain number for the open column, while the batch is not due.
             # (After fork, the child has no open column: pipeline.py.)
             column = self._column
-            if (column is not None and type(data) is column.scalar and path == column.path
-                    and len(column.values) < column.room - 1
-                    and time.monotonic() - self._pending_since < PIPELINE_MAX_DELAY_S
-                    and (column.scalar is float or INT64_MIN <= data <= INT64_MAX)):
+            if column is not None and type(data) is column.scalar and path == column.path:
                 values = column.values
-                values.append(data)
-                return ColumnIndex(column, len(values) - 1)
+                row = len(values)
+                if (row < column.room - 1 and monotonic() - self._pending_since < PIPELINE_MAX_DELAY_S
+                        and (column.scalar is float or INT64_MIN <= data <= INT64_MAX)):
+                    values.append(data)
+                    return ColumnIndex(column, row)
             return self._append_to_column(path, data)
 
     def read_variable(self, path: str, index: int | slice | None = None) -> Any:
