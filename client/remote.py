@@ -289,13 +289,13 @@ class RemoteDriver(StorageDriver):
 
     def _append_to_column(self, path: str, data: Any) -> PendingIndex:
         """A pipelined append: into the open column if ``data`` is alike, else a new column or a plain op."""
-        if self._pid != os.getpid():
-            self._sock()
         key = column_key(data)
         if key is None:
             return self._enqueue("append", path, want_index=True, data=owned_copy(checked(data, path)))
         column = self._column
         if column is None or column.path != path or column.key != key or len(column) >= column.room:
+            if self._pid != os.getpid():  # (only here: a forked child has no open column, see pipeline.py)
+                self._sock()
             self._close_column()
             column = Column(self, path, key, data, PIPELINE_MAX_OPS - self._pending_count)
             self._queue(column, column)
