@@ -343,3 +343,33 @@ def test_journal_replay_after_sigkill_restores_columns(tmp_path, daemon_factory)
     finally:
         reader.close()
     assert daemon.stop() == 0, daemon.log()
+
+
+def test_a_column_reservation_commits_or_gives_its_indices_back_and_replays_idempotently(tmp_path):
+    from nstore.daemon.columns import reserve_column
+    from nstore.daemon.daemon_engine import DaemonEngine
+    from nstore.daemon.ops import OPS, replay_op
+
+    engine = DaemonEngine(str(tmp_path / "run.nc"))
+    try:
+        args = {"data": np.arange(4.0), "kind": "float"}
+        aborted = reserve_column(engine, "x", args)
+        assert aborted.results == [0] and engine.variable_info("x")["length"] == 4
+        aborted.abort()  # (a journal write that failed: nothing reaches the file)
+        assert engine.variable_info("x")["length"] == 0
+        kept = reserve_column(engine, "x", args)
+        assert kept.commit() == [0]
+        single = engine.reserve_appends("x", [9.0])
+        assert single.commit() == [4]
+        assert engine.read_variable("x").tolist() == [0.0, 1.0, 2.0, 3.0, 9.0]
+        journaled = OPS["append_column"].journal({"data": np.arange(3.0) + 10, "kind": "float"}, 3)
+        replay_op(engine, "append_column", "x", journaled)  # overlaps the end: overwrites, then appends
+        replay_op(engine, "append_column", "x", journaled)  # idempotent
+        assert engine.read_variable("x").tolist() == [0.0, 1.0, 2.0, 10.0, 11.0, 12.0]
+        with pytest.raises(ValueError, match="x: journal entry 7 but only 6 entries are stored"):
+            replay_op(engine, "append_column", "x", {**journaled, "index": 7})
+        replay_op(engine, "append_column", "new", {"data": np.ones((2, 3), np.float32), "kind": "numpy.ndarray",
+                                                   "index": 0})
+        assert engine.variable_info("new")["type"] == "float32" and engine.variable_info("new")["length"] == 2
+    finally:
+        engine.close()
