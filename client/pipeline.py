@@ -1,21 +1,34 @@
-"""Pipelined mode: the handle a pipelined append returns, batch sizing, and naming a failed op.
+"""Pipelined mode: the handle a pipelined append returns, columns, batch sizing, and naming a failed op.
 
-A batch leaves when it holds PIPELINE_MAX_OPS ops or PIPELINE_MAX_BYTES bytes,
-or when its oldest op has waited PIPELINE_MAX_DELAY_S at the next call; at
-most PIPELINE_WINDOW batches are unacknowledged before the next send blocks
-(backpressure). Pipelined drivers are flushed at interpreter exit, because
-ZeroMQ drops unsent messages when a process exits.
+A batch leaves when it holds PIPELINE_MAX_OPS ops (a column counts its
+entries) or PIPELINE_MAX_BYTES bytes, or when its oldest op has waited
+PIPELINE_MAX_DELAY_S at the next call; at most PIPELINE_WINDOW batches are
+unacknowledged before the next send blocks (backpressure). Pipelined drivers
+are flushed at interpreter exit, because ZeroMQ drops unsent messages when a
+process exits.
+
+Consecutive appends to one variable of alike values (:func:`column_key`) form
+a :class:`Column`, sent as one ``append_column`` op carrying them stacked
+(daemon/columns.py): one buffer frame, one journal entry, one block write.
+Scalars are kept in a list and stacked when the batch is sent; arrays are
+copied at once into the column's block (the caller may reuse its array), so a
+column costs one copy per array, as a single queued append does.
 """
 
 from __future__ import annotations
 
 import atexit
+import os
 import sys
 import weakref
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from nstore.protocol import kinds
 from nstore.protocol.errors import UnsupportedTypeError
+from nstore.protocol.kinds.quantity import unit_text
+from nstore.protocol.units import is_quantity
 from nstore.protocol.values import pack
 
 if TYPE_CHECKING:
@@ -25,6 +38,9 @@ PIPELINE_MAX_OPS = 1024
 PIPELINE_MAX_BYTES = 1024 * 1024
 PIPELINE_MAX_DELAY_S = 0.005
 PIPELINE_WINDOW = 8
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+COLUMN_FIRST_ROWS = 16  # rows an array column's block holds at first (it doubles as it fills)
 
 live_pipelines: "weakref.WeakSet[RemoteDriver]" = weakref.WeakSet()
 
@@ -72,6 +88,132 @@ class PendingIndex:
         return f"<PendingIndex {state}>"
 
 
+class ColumnIndex(PendingIndex):
+    """The PendingIndex of entry ``row`` of a column: the column's start index plus ``row``."""
+
+    __slots__ = ("_column", "_row")
+
+    def __init__(self, column: "Column", row: int):
+        self._column, self._row = column, row
+
+    def done(self) -> bool:
+        return self._column.finished
+
+    def result(self) -> int:
+        column = self._column
+        if not column.finished:
+            column.driver._wait_for(column)
+        if column.error is not None:
+            column.driver._reported(column.error)
+            raise column.error
+        return column.start + self._row
+
+    def __repr__(self) -> str:
+        column = self._column
+        state = ("pending" if not column.finished else "failed" if column.error is not None
+                 else column.start + self._row)
+        return f"<PendingIndex {state}>"
+
+
+def _storable(dtype: np.dtype, kinds_: str) -> bool:
+    """Whether arrays of ``dtype`` can form a column (what the daemon stores: no float16, no structs)."""
+    return dtype.kind in kinds_ and dtype.fields is None and (dtype.kind != "f" or dtype.itemsize in (4, 8))
+
+
+def column_key(data: Any) -> tuple | None:
+    """What appended values must share to travel in one column, None if ``data`` never does.
+
+    A Python float or int (in int64), a numpy array (at least 1-D) of one
+    shape and dtype, or a pint Quantity of those with one unit string.
+    """
+    cls = type(data)
+    if cls is float or (cls is int and INT64_MIN <= data <= INT64_MAX):
+        return (cls,)
+    if cls is np.ndarray:
+        return (cls, data.shape, data.dtype) if data.ndim and _storable(data.dtype, "biuf") else None
+    if is_quantity(data):
+        magnitude = data.magnitude
+        mcls = type(magnitude)
+        if mcls is float or (mcls is int and INT64_MIN <= magnitude <= INT64_MAX):
+            return ("quantity", unit_text(data), mcls)
+        if mcls is np.ndarray and magnitude.ndim and _storable(magnitude.dtype, "iuf"):
+            return ("quantity", unit_text(data), magnitude.shape, magnitude.dtype)
+    return None
+
+
+class Column:
+    """Consecutive pipelined appends to one variable of values alike (one :func:`column_key`).
+
+    Entries go in ``values`` (numbers) or are copied into ``rows`` (arrays);
+    ``room`` bounds how many the column takes. Sent as ``op()``: one
+    ``append_column`` op, or a plain ``append`` if it holds one entry. It is
+    its own handle in the driver's queues: ``_resolve`` gets its start index.
+    """
+
+    __slots__ = ("driver", "path", "key", "first", "unit", "scalar", "values", "rows", "filled", "room",
+                 "row_bytes", "start", "error", "finished")
+
+    def __init__(self, driver: "RemoteDriver", path: str, key: tuple, first: Any, room: int):
+        self.driver, self.path, self.key, self.first, self.room = driver, path, key, first, room
+        self.unit = key[1] if key[0] == "quantity" else None
+        magnitude = first if self.unit is None else first.magnitude
+        self.scalar = key[0] if key[0] in (float, int) else None  # plain numbers: the driver's fast path
+        self.values: list | None = None
+        self.rows: np.ndarray | None = None
+        self.row_bytes = 8
+        if type(magnitude) is np.ndarray:
+            self.row_bytes = magnitude.nbytes
+            fit = max(1, PIPELINE_MAX_BYTES // max(1, magnitude.nbytes))
+            self.rows = np.empty((min(room, fit, COLUMN_FIRST_ROWS), *magnitude.shape), magnitude.dtype)
+        else:
+            self.values = []
+        self.filled = 0  # rows used in ``rows``
+        self.start = self.error = None
+        self.finished = False
+
+    def __len__(self) -> int:
+        return self.filled if self.values is None else len(self.values)
+
+    def add(self, data: Any) -> ColumnIndex:
+        """Take one more entry (of this column's key); its handle."""
+        magnitude = data if self.unit is None else data.magnitude
+        if self.values is not None:
+            self.values.append(magnitude)
+            return ColumnIndex(self, len(self.values) - 1)
+        row, rows = self.filled, self.rows
+        if row == len(rows):
+            self.rows = np.empty((min(self.room, 2 * row), *rows.shape[1:]), rows.dtype)
+            self.rows[:row] = rows
+        self.rows[row] = magnitude  # the copy: the caller may reuse its array
+        self.filled = row + 1
+        return ColumnIndex(self, row)
+
+    def op(self) -> tuple:
+        """The op that carries this column: ``append_column``, or ``append`` for a single entry."""
+        if len(self) == 1:
+            magnitude = self.values[0] if self.values is not None else self.rows[0]
+            value = magnitude if self.unit is None else type(self.first)(magnitude, self.first.units)
+            return ("append", self.path, {"data": value})
+        if self.values is not None:
+            data = np.array(self.values, dtype=np.float64 if type(self.values[0]) is float else np.int64)
+        else:
+            data = self.rows[: self.filled]
+        if self.unit is None:
+            kind = "numpy.ndarray" if self.values is None else self.key[0].__name__
+            return ("append_column", self.path, {"data": data, "kind": kind})
+        return ("append_column", self.path, {"data": data, "kind": "quantity", "unit": self.unit})
+
+    def done(self) -> bool:
+        return self.finished
+
+    def _resolve(self, ok: bool, value: Any) -> None:
+        self.finished = True
+        if ok:
+            self.start = value
+        else:
+            self.error = value
+
+
 def checked(value: Any, path: str) -> Any:
     """A value to queue: one we cannot encode fails here, naming the path, not at a later send."""
     try:
@@ -94,6 +236,8 @@ def op_bytes(args: dict) -> int:
 def name_operation(exc: BaseException, op: tuple) -> BaseException:
     """The same exception, its message saying which pipelined op failed."""
     name, path = op[0], op[1]
+    if name == "append_column":
+        name = f"append_column ({len(op[2]['data'])} appends)"
     note = f"pipelined {name} to {path!r} failed"
     if type(exc).__name__ == "DimensionalityError":
         exc.extra_msg = f"{exc.extra_msg} ({note})"
@@ -104,6 +248,16 @@ def name_operation(exc: BaseException, op: tuple) -> BaseException:
     except Exception:
         exc.add_note(note)
         return exc
+
+
+def _forget_columns() -> None:
+    """In a forked child: no driver appends to its parent's open column (the next append checks the pid)."""
+    for driver in list(live_pipelines):
+        driver._column = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_columns)
 
 
 @atexit.register

@@ -19,11 +19,13 @@ from nstore.protocol.kinds import payload_bytes
 from nstore.protocol.messages import Op, Request, decode_request, encode_reply_body
 
 from .clients import request_digest
+from .columns import reserve_column
 from .journal import Commit, Entry
 from .limits import size_error
 from .ops import OPS
 
 log = logging.getLogger("nstored")
+_APPENDS = ("append", "append_column")  # ops applied in runs: indices reserved now, written after the journal
 
 
 class _Slot:
@@ -99,9 +101,9 @@ class Batch:
         """Apply every queued op in order; the reply frames for each sender, in order."""
         work, position = self.work, 0
         while position < len(work):
-            if work[position].op.name == "append":
+            if work[position].op.name in _APPENDS:
                 end = position + 1
-                while end < len(work) and work[end].op.name == "append":
+                while end < len(work) and work[end].op.name in _APPENDS:
                     end += 1
                 self._reserve_appends(work[position:end])
             else:
@@ -159,15 +161,24 @@ class Batch:
         Appends to different variables commute (indices are per variable and
         nothing is acknowledged before the whole batch is done), so grouping
         the run by path, keeping arrival order within each path, is invisible
-        to clients.
+        to clients. A column (append_column) is a reservation of its own, in its place.
         """
-        by_path: dict[str, list] = {}
+        by_path: dict[tuple, list] = {}  # (path, segment) -> single appends, or one column
+        segment: dict[str, int] = {}
         for slot in run:
-            by_path.setdefault(slot.op.path, []).append(slot)
-        for path, slots in by_path.items():
+            path = slot.op.path
+            if slot.op.name == "append_column":
+                segment[path] = segment.get(path, 0) + 2  # (singles before it and after it get their own)
+                by_path[path, segment[path] - 1] = [slot]
+            else:
+                by_path.setdefault((path, segment.get(path, 0)), []).append(slot)
+        for (path, _), slots in by_path.items():
             values = [slot.op.args.get("data") for slot in slots]
             try:
-                reservation = self.server.engine.reserve_appends(path, values)
+                if slots[0].op.name == "append_column":
+                    reservation = reserve_column(self.server.engine, path, slots[0].op.args)
+                else:
+                    reservation = self.server.engine.reserve_appends(path, values)
                 outcomes = reservation.results
             except Exception as exc:  # noqa: BLE001 - a bad request must not stop the daemon
                 reservation, outcomes = None, [exc] * len(slots)
@@ -175,9 +186,9 @@ class Batch:
             for slot, value, outcome in zip(slots, values, outcomes):
                 slot.outcome = outcome
                 if isinstance(outcome, BaseException):
-                    _log_error("append", path, outcome)
+                    _log_error(slot.op.name, path, outcome)
                 else:
-                    landed += 1
+                    landed += len(value) if slot.op.name == "append_column" else 1  # counted in appends
                     nbytes += payload_bytes(value)
                 self._journal(slot)
             self.server.stats.applied_run("append", landed, nbytes)

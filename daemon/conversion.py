@@ -35,8 +35,10 @@ def _whole_numbers(convert: Callable[[Any], Any], path: str, unit: str) -> Calla
     def whole(magnitude: Any) -> np.ndarray:
         value = np.asarray(convert(magnitude), dtype=np.float64)
         rounded = np.rint(value)
-        if not np.allclose(value, rounded, rtol=1e-9, atol=0.0):
-            raise ValueError(f"{path}: the variable stores whole numbers of {unit}; {value.tolist()} {unit} is not")
+        exact = np.isclose(value, rounded, rtol=1e-9, atol=0.0)
+        if not exact.all():
+            shown = value.tolist() if value.size <= 4 else f"{value.flat[np.argmin(exact)]} (among {value.size} values)"
+            raise ValueError(f"{path}: the variable stores whole numbers of {unit}; {shown} {unit} is not")
         return rounded
 
     return whole

@@ -345,19 +345,20 @@ class AppendReservation:
     ``commit()`` writes all entries with one slice assignment and returns the
     final results; ``abort()`` gives the indices back, writing nothing. The
     daemon journals between the two, so an append reaches the file only once
-    it is in the journal.
+    it is in the journal. ``rows`` may also be one stacked block (an array whose
+    first axis is the entries: a column, daemon/columns.py).
     """
 
     __slots__ = ("path", "var", "rows", "results", "start")
 
     def __init__(self, path: str, var: VarState | None, rows: list, results: list):
         self.path, self.var, self.rows, self.results = path, var, rows, results
-        self.start = var.length if rows else 0
-        if rows:
+        self.start = var.length if len(rows) else 0
+        if len(rows):
             var.length += len(rows)
 
     def commit(self) -> list:
-        if not self.rows:
+        if not len(self.rows):
             return self.results
         var = self.var
         try:
@@ -369,7 +370,7 @@ class AppendReservation:
         return self.results
 
     def abort(self) -> None:
-        if self.rows:
+        if len(self.rows):
             self.var.length = min(self.var.length, self.start)
 
 

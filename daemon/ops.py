@@ -15,6 +15,7 @@ from nstore.protocol.errors import ProtocolError
 from nstore.protocol.kinds import payload_bytes
 from nstore.protocol.transport import file_identity
 
+from .columns import put_column
 from .layout import layout
 from .limits import bounded_read
 
@@ -90,6 +91,8 @@ OPS: dict[str, OpSpec] = {
     "write": OpSpec(True, _on_engine(_write), _as_sent, _write),
     # Appends are applied in runs (indices reserved, written after the journal); journaled with their index.
     "append": OpSpec(True, None, lambda args, index: {"data": args.get("data"), "index": index}, _put_entry),
+    # A column of appends (columns.py): applied in the same runs, journaled with its start index.
+    "append_column": OpSpec(True, None, lambda args, start: {**args, "index": start}, put_column),
     "read": OpSpec(False, _read),
     "add_metadata": OpSpec(True, _on_engine(_add_metadata), _as_sent, _add_metadata),
     "metadata": OpSpec(False, _on_engine(lambda engine, path, args: engine.read_metadata(path or "/"))),

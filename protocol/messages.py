@@ -15,6 +15,7 @@ from .errors import ProtocolError, error_to_wire
 from .values import pack, unpack
 
 MAX_OPS_PER_MESSAGE = 10_000
+MAX_COLUMN_ROWS = 10_000  # entries one append_column may carry (its bytes: the daemon's per-op size limit)
 MAX_CLIENT_ID_LENGTH = 128
 
 # op name -> {argument name: allowed python types}. Values of "data"/"value"
@@ -28,6 +29,9 @@ OPS: dict[str, dict[str, tuple]] = {
     "info": {},
     "write": {"data": (_ANY,), "at_index": (_ANY,)},  # index types: checked by the engine, same error as in-process
     "append": {"data": (_ANY,)},
+    # Consecutive pipelined appends of alike values, stacked along a new first axis (daemon/columns.py);
+    # "kind" is the entries' IODriver_Type, "unit" the unit string of quantities.
+    "append_column": {"data": (_ANY,), "kind": (str,), "unit": (str,)},
     "read": {"index": (_ANY,)},
     "add_metadata": {"name": (str,), "value": (_ANY,)},
     "metadata": {},
