@@ -17,6 +17,7 @@ from typing import Any
 from nstore.protocol.errors import ProtocolError, error_to_wire
 from nstore.protocol.kinds import payload_bytes
 from nstore.protocol.messages import Op, Request, decode_request, encode_reply_body
+from nstore.protocol.paths import normalize_path
 
 from .clients import request_digest
 from .columns import reserve_column
@@ -166,7 +167,7 @@ class Batch:
         by_path: dict[tuple, list] = {}  # (path, segment) -> single appends, or one column
         segment: dict[str, int] = {}
         for slot in run:
-            path = slot.op.path
+            path = _spelled_once(slot.op.path)
             if slot.op.name == "append_column":
                 segment[path] = segment.get(path, 0) + 2  # (singles before it and after it get their own)
                 by_path[path, segment[path] - 1] = [slot]
@@ -234,6 +235,15 @@ class Batch:
             if slot.request.client:
                 self.server.clients.remember(slot.request.client, slot.request.id, slot.index, _wire(slot.outcome),
                                              slot.digest)
+
+
+def _spelled_once(path: str) -> str:
+    """``path`` normalized (``x`` and ``/x`` are one variable: one run, one order); as sent if invalid
+    (its appends then fail with the engine's error)."""
+    try:
+        return normalize_path(path)
+    except (TypeError, ValueError):
+        return path
 
 
 def _check_owner(identity: bytes, request: Request) -> None:

@@ -56,20 +56,49 @@ class Tail:
 
 
 class _Waiting:
-    """Entries ``start, ...`` of one variable, journaled, not yet in the file (built into one block when needed)."""
+    """Entries ``start, ...`` of one variable, journaled, not yet in the file.
 
-    __slots__ = ("var", "start", "rows", "row_bytes", "block")
+    Single appends arrive as loose entries (a list append each); columns as
+    blocks. They become one block when written or read."""
+
+    __slots__ = ("var", "start", "count", "blocks", "loose", "row_bytes")
 
     def __init__(self, var: VarState, start: int):
-        self.var, self.start, self.rows, self.block = var, start, [], None
+        self.var, self.start, self.count, self.blocks, self.loose = var, start, 0, [], []
         sig = var.sig
         self.row_bytes = 64 if sig.dtype is TEXT else int(np.prod(sig.row_shape, dtype=np.int64)) * sig.dtype.itemsize
 
+    def add(self, rows: Any) -> None:
+        """Entries as the engine checked them: a list of entries, or one stacked block (a column)."""
+        if type(rows) is list:
+            self.loose += rows
+        else:
+            self._close_loose()
+            self.blocks.append(block(rows, self.var.sig))  # (shaped as the file holds it)
+        self.count += len(rows)
+
+    def _close_loose(self) -> None:
+        if self.loose:
+            self.blocks.append(block(self.loose, self.var.sig))
+            self.loose = []
+
     def data(self) -> np.ndarray:
-        """The waiting entries as the file will hold them."""
-        if self.block is None or len(self.block) != len(self.rows):
-            self.block = block(self.rows, self.var.sig)
-        return self.block
+        """The waiting entries as the file will hold them, as one block."""
+        self._close_loose()
+        if len(self.blocks) > 1:
+            self.blocks = [np.concatenate(self.blocks)]
+        return self.blocks[0]
+
+    def entry(self, offset: int) -> Any:
+        """Entry ``start + offset`` as the file will hold it (0 <= offset < count)."""
+        blocked = self.count - len(self.loose)
+        if offset >= blocked:
+            return row(self.loose[offset - blocked], self.var.sig)
+        for part in self.blocks:
+            if offset < len(part):
+                return part[offset]
+            offset -= len(part)
+        raise IndexError(offset)  # (never: offset < count)
 
 
 class WriteBehind:
@@ -85,16 +114,15 @@ class WriteBehind:
         self._tail_bytes = 0
 
     # --- queue ---------------------------------------------------------------------------
-    def stage(self, path: str, var: VarState, start: int, rows: list) -> None:
-        """Queue entries ``start, ...`` of ``var`` (already journaled and acknowledged).
-
-        Only a list append: the block is built once, when it is written or read."""
+    def stage(self, path: str, var: VarState, start: int, rows: Any) -> None:
+        """Queue entries ``start, ...`` of ``var`` (already journaled and acknowledged): a list of
+        entries (a list append: the block is built once, when written or read) or a block (a column)."""
         waiting = self._pending.get(path)
         if waiting is None:
             if not self._pending:
                 self.since = time.monotonic()
             waiting = self._pending[path] = _Waiting(var, start)
-        waiting.rows += rows
+        waiting.add(rows)
         self.rows += len(rows)
         self.nbytes += len(rows) * waiting.row_bytes
 
@@ -127,9 +155,9 @@ class WriteBehind:
     def waiting_entry(self, path: str, index: int) -> Any:
         """Entry ``index`` of ``path`` as the file will hold it, if it waits for the file; else None."""
         waiting = self._pending.get(path)
-        if waiting is None or not 0 <= index - waiting.start < len(waiting.rows):
+        if waiting is None or not 0 <= index - waiting.start < waiting.count:
             return None
-        return row(waiting.rows[index - waiting.start], waiting.var.sig)
+        return waiting.entry(index - waiting.start)
 
     def waiting(self, path: str) -> tuple[int, Any]:
         """``(first, rows)``: entries ``first, ...`` of ``path`` wait for the file (first is huge if none)."""

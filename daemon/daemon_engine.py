@@ -45,7 +45,7 @@ class DaemonEngine(NetCDFIODriver):
 
     def stage(self, reservation: AppendReservation) -> list:
         """Queue journaled appends for the file (written by ``flush``); their results (indices)."""
-        if reservation.rows:
+        if len(reservation.rows):
             self.behind.stage(reservation.path, reservation.var, reservation.start, reservation.rows)
         return reservation.results
 

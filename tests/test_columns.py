@@ -95,7 +95,8 @@ def test_columns_land_as_appends_one_by_one(tmp_path, daemon_factory):
     assert [sync.append_variable("floats", 100.0 + k) for k in range(5)] == list(range(N, N + 5))
     piped.close()
     sync.close()
-    assert by_column.stop() == 0 and one_by_one.stop() == 0
+    assert by_column.stop() == 0, by_column.log()
+    assert one_by_one.stop() == 0, one_by_one.log()
     assert _layout(str(tmp_path / "columns.nc")) == _layout(str(tmp_path / "single.nc"))
 
 

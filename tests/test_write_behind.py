@@ -12,6 +12,7 @@ import pytest
 
 from nstore import NetCDFIODriver, connect, ureg
 from nstore.daemon import behind
+from nstore.daemon.columns import reserve_column
 from nstore.daemon.daemon_engine import DaemonEngine
 from nstore.daemon.server import Server
 from nstore.protocol.messages import decode_reply, encode_request
@@ -70,6 +71,21 @@ def test_reads_before_the_file_write_equal_reads_of_the_file(tmp_path, kind):
         from_file = _reads(fresh, "v")
     for got, want in zip(waiting + written, from_file + from_file):
         assert _same(got, want), (kind, got, want)
+
+
+def test_columns_and_single_appends_wait_together_in_order(tmp_path):
+    engine = DaemonEngine(str(tmp_path / "run.nc"))
+    try:
+        assert _stage(engine, "x", [0.0, 1.0]) == [0, 1]
+        assert engine.stage(reserve_column(engine, "x", {"data": np.array([2.0, 3.0, 4.0]), "kind": "float"})) == [2]
+        assert _stage(engine, "x", [5.0]) == [5]
+        assert engine.behind.rows == 6
+        assert [engine.read_variable("x", k) for k in range(6)] == [float(k) for k in range(6)]
+        assert engine.read_variable("x", slice(1, 5)).tolist() == [1.0, 2.0, 3.0, 4.0]
+        engine.flush()
+        assert engine.read_variable("x").tolist() == [float(k) for k in range(6)]
+    finally:
+        engine.close()
 
 
 def test_state_ops_see_every_acknowledged_append(tmp_path):
