@@ -15,6 +15,7 @@ import numpy as np
 
 from .engine import NetCDFIODriver, _variable_path
 from .format import write_block
+from .kinds import DAEMON_KINDS
 from .format import CHECKPOINT_ATTR
 
 log = logging.getLogger("nstored")
@@ -25,6 +26,7 @@ class DaemonEngine(NetCDFIODriver):
     """NetCDFIODriver with nstored's batch, replay and checkpoint operations."""
 
     unsynced = False  # a checkpoint's file sync failed: reopen before syncing again (checkpoint.py)
+    kinds = DAEMON_KINDS  # reads give quantities as WireQuantity: replies carry them without pint
 
     # reserve_appends(path, values) -> AppendReservation: check ``values`` and take their
     # indices, writing nothing until ``commit()`` (an alias: no extra call on the hot path).
