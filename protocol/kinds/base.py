@@ -18,10 +18,10 @@ TEXT = str  # storage dtype of variable-length strings
 # numpy kinds nstore stores: bool, signed and unsigned integers, floats.
 ARRAY_KINDS = frozenset("biuf")
 I8, F8, BOOL_DISK = np.dtype("int64"), np.dtype("float64"), np.dtype("int8")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 # Classes the daemon holds in place of the client's (a kind's Wire.decode_light) -> the name errors give:
 # an error names the type the client sent, whichever side raised it.
 SHOWN_NAMES: dict[type, str] = {}
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 class Signature(NamedTuple):
