@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from nstore.protocol.messages import MAX_COLUMN_ROWS
-from nstore.protocol.units import quantity
+from nstore.protocol.kinds.quantity import wire_quantity
 
 from .conversion import unit_converter
 from .engine import AppendReservation, _signature, _variable_path
@@ -43,12 +43,12 @@ def first_entry(path: str, args: dict) -> Any:
             raise ValueError(f"{path}: append_column of {kind!r} entries needs 1-D float64 or int64 data, "
                              f"not {data.ndim}-D {data.dtype}")
         entry = float(data[0]) if dtype.kind == "f" else int(data[0])
-        return entry if unit is None else quantity(entry, unit)
+        return entry if unit is None else wire_quantity(entry, unit)
     if data.ndim < 2:
         raise ValueError(f"{path}: append_column of array entries needs data of at least 2 dimensions")
     if kind == "quantity" and data.dtype.kind not in "iuf":
         raise ValueError(f"{path}: quantity magnitudes must be integer or float numbers, not {data.dtype}")
-    return data[0] if unit is None else quantity(data[0], unit)
+    return data[0] if unit is None else wire_quantity(data[0], unit)
 
 
 def prepare_column(engine: Any, path: str, args: dict) -> tuple[VarState, np.ndarray]:

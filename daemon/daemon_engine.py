@@ -19,6 +19,7 @@ from .behind import REFUSE_PENDING_BYTES, WriteBehind
 from .checkpoint import check_writable
 from .engine import AppendReservation, NetCDFIODriver, _variable_path
 from .format import CHECKPOINT_ATTR, VarState, write_block
+from .kinds import DAEMON_KINDS
 
 log = logging.getLogger("nstored")
 MAX_CHECKPOINT_SEQ = 2**53  # far beyond any real count of batches, far below int64 overflow
@@ -28,6 +29,7 @@ class DaemonEngine(NetCDFIODriver):
     """NetCDFIODriver with nstored's batch, replay and checkpoint operations."""
 
     unsynced = False  # a checkpoint's file sync failed: reopen before syncing again (checkpoint.py)
+    kinds = DAEMON_KINDS  # reads give quantities as WireQuantity: replies carry them without pint
 
     def __init__(self, file_name: str, access_mode: str | None = None):
         self.behind = WriteBehind(os.fspath(file_name))  # journaled appends waiting for the file; recent rows for reads

@@ -43,6 +43,8 @@ class NetCDFIODriver(StorageDriver):
     (the file must exist), 'r' (read-only).
     """
 
+    kinds = KINDS  # the registry reads decode with (the daemon's: DAEMON_KINDS)
+
     def __init__(self, file_name: str, access_mode: str | None = None):
         if access_mode not in (None, "w", "a", "r"):
             raise ValueError(f"access_mode must be None, 'w', 'a' or 'r', not {access_mode!r}")
@@ -264,7 +266,7 @@ class NetCDFIODriver(StorageDriver):
         var = self._variable(path)
         if var is None:
             raise KeyError(f"{path}: no variable stored here")
-        kind = KINDS[var.sig.io_type]
+        kind = self.kinds[var.sig.io_type]
         if not var.appendable:
             if index is not None:
                 raise TypeError(f"{path}: was stored with write(); read() takes no index for it")

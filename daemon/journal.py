@@ -219,7 +219,7 @@ def read_records(path: str, with_position: bool = False) -> Iterator[Any]:
         typed = _typed if _read_header(fh, path) else _typed_v1
         for payload in _payloads(fh):
             try:
-                record = typed(unpack(_split_frames(payload)))
+                record = typed(unpack(_split_frames(payload), light=True))  # quantities: WireQuantity
             except Exception:  # checksum matched but content is not ours: stop, apply nothing more
                 return
             yield (record, fh.tell()) if with_position else record

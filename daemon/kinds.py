@@ -7,6 +7,7 @@ Each kind (``KINDS[io_type]``) owns its signature, disk encoding and decoding
 from __future__ import annotations
 
 from nstore.protocol.kinds import (
+    DAEMON_KINDS,
     KINDS,
     TEXT,
     Kind,
@@ -18,4 +19,4 @@ from nstore.protocol.kinds import (
     signature,
 )
 
-__all__ = ["KINDS", "TEXT", "Kind", "Signature", "check_compatible", "describe", "encode", "shape_text", "signature"]
+__all__ = ["DAEMON_KINDS", "KINDS", "TEXT", "Kind", "Signature", "check_compatible", "describe", "encode", "shape_text", "signature"]

@@ -17,7 +17,8 @@ import numpy as np
 import yaml
 
 from nstore.protocol.errors import UnsupportedTypeError
-from nstore.protocol.units import is_quantity, quantity, unit_string
+from nstore.protocol.kinds.quantity import quantity_parts
+from nstore.protocol.units import quantity
 from nstore.protocol.values import check_dtype, type_name
 
 _SafeDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
@@ -37,12 +38,12 @@ class StoredTextError(ValueError):
 
 class _Dumper(_SafeDumper):
     def represent_data(self, data: Any):
-        if is_quantity(data):
-            magnitude = data.magnitude
+        parts = quantity_parts(data)  # a pint Quantity, or the daemon's WireQuantity
+        if parts is not None:
+            magnitude, unit = parts
             if isinstance(magnitude, np.ndarray) and magnitude.ndim == 0:  # force_ndarray_like registries
                 magnitude = magnitude.item()
-            mapping = {"QuantityValue": magnitude, "QuantityUnit": unit_string(data.units)}
-            return self.represent_mapping("!Quantity", mapping)
+            return self.represent_mapping("!Quantity", {"QuantityValue": magnitude, "QuantityUnit": unit})
         if isinstance(data, np.ndarray):
             try:
                 check_dtype(data.dtype)

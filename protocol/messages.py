@@ -66,8 +66,12 @@ def _shown(value: Any) -> str:
 
 
 def decode_request(frames: Sequence[Any]) -> Request:
-    """Parse and check a request; ProtocolError (and nothing else) says what is wrong with it."""
-    header = unpack(frames)
+    """Parse and check a request; ProtocolError (and nothing else) says what is wrong with it.
+
+    Requests are the daemon's to decode: quantities in them come back as WireQuantity
+    (magnitude, unit string), which the storage engine takes as it takes pint Quantities.
+    """
+    header = unpack(frames, light=True)
     try:
         return _check_request(header)
     except ProtocolError:

@@ -45,6 +45,16 @@ def _unit_string_cached(text: str) -> str:
     return format(parse_unit(text), "C")
 
 
+@functools.lru_cache(maxsize=1024)
+def stored_unit(text: str) -> str:
+    """The stored spelling of the unit ``text`` names (``nm`` -> ``nanometer``); ValueError if it names none.
+
+    What ``unit_string(quantity(x, text).units)`` gives, without building a
+    Quantity; cached per string, so a unit seen before costs a dict lookup.
+    """
+    return unit_string(parse_unit(text))
+
+
 def _classic_spelling(text: str) -> str:
     """Accept the spellings openmm writes: ``/picosecond`` means ``1/picosecond``."""
     text = text.strip()

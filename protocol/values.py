@@ -5,7 +5,8 @@ per large array, which ZeroMQ can send without copying. ``unpack(frames)``
 reverses it; arrays come back as read-only ``np.frombuffer`` views of the
 received frames. Python types that msgpack would blur are kept distinct with
 extension types: tuples stay tuples, numpy scalars keep their dtype, pint
-quantities travel as (magnitude, unit string). No pickle, ever.
+quantities travel as (magnitude, unit string) (the daemon keeps them so:
+``unpack(frames, light=True)``). No pickle, ever.
 
 Any malformed input makes ``unpack`` raise :class:`ProtocolError`, and only that.
 """
@@ -45,6 +46,8 @@ def _decode_slice(inner: Any, buffers: list) -> slice:
 _WIRES = (*WIRES, Wire(EXT_SLICE, lambda obj: type(obj) is slice,
                        lambda obj, pack, frames: pack([obj.start, obj.stop, obj.step]), _decode_slice))
 _DECODERS = {wire.code: wire.decode for wire in _WIRES}
+# The daemon's: quantities become WireQuantity (magnitude, unit string), never pint objects.
+_LIGHT_DECODERS = {wire.code: wire.decode_light or wire.decode for wire in _WIRES}
 
 __all__ = ["ARRAY_KINDS", "EXT_ARRAY", "EXT_NUMPY_SCALAR", "EXT_QUANTITY", "EXT_SLICE", "EXT_TUPLE",
            "INLINE_ARRAY_BYTES", "MAX_ARRAY_NDIM", "MAX_EXT_DEPTH", "check_dtype", "check_storable_type",
@@ -89,8 +92,12 @@ def pack(obj: Any) -> list:
     return [body, *packer.frames]
 
 
-def unpack(frames: Sequence[Any]) -> Any:
-    """The value ``pack`` made these frames from; ProtocolError if they are malformed."""
+def unpack(frames: Sequence[Any], light: bool = False) -> Any:
+    """The value ``pack`` made these frames from; ProtocolError if they are malformed.
+
+    ``light`` (the daemon): quantities come back as WireQuantity, not pint Quantities.
+    """
+    decoders = _LIGHT_DECODERS if light else _DECODERS
     if not frames:
         raise ProtocolError("empty message")
     try:
@@ -111,7 +118,7 @@ def unpack(frames: Sequence[Any]) -> Any:
             depth -= 1
 
     def _decode_ext(code: int, inner: Any) -> Any:
-        decode = _DECODERS.get(code)
+        decode = decoders.get(code)
         if decode is None:
             raise ProtocolError(f"unknown extension type {code}")
         return decode(inner, buffers)

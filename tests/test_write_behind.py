@@ -15,6 +15,7 @@ from nstore.daemon import behind
 from nstore.daemon.columns import reserve_column
 from nstore.daemon.daemon_engine import DaemonEngine
 from nstore.daemon.server import Server
+from nstore.protocol.kinds.quantity import quantity_parts
 from nstore.protocol.messages import decode_reply, encode_request
 
 VALUES = {
@@ -34,8 +35,9 @@ VALUES = {
 
 
 def _same(a, b) -> bool:
-    if hasattr(a, "magnitude") and hasattr(b, "magnitude"):
-        return str(a.units) == str(b.units) and _same(a.magnitude, b.magnitude)
+    qa, qb = quantity_parts(a), quantity_parts(b)  # (the daemon's engine reads WireQuantity, a driver pint)
+    if qa or qb:
+        return qa is not None and qb is not None and qa[1] == qb[1] and _same(qa[0], qb[0])
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         return type(a) is type(b) and a.dtype == b.dtype and np.array_equal(a, b)
     if isinstance(a, (list, tuple)):

@@ -17,7 +17,7 @@ from nstore.protocol.errors import UnsupportedTypeError
 from .arrays import NDARRAY
 from .base import TEXT, Kind, Signature, Wire, class_name, type_name
 from .numbers import BOOL, FLOAT, INT, NUMPY_SCALAR
-from .quantity import QUANTITY
+from .quantity import DAEMON_QUANTITY, QUANTITY
 from .sequences import ITERABLE, YAML
 from .text import DICT, STR
 
@@ -28,6 +28,8 @@ KINDS: dict[str, Kind] = {k.io_type: k for k in (
 _BY_CLASS: dict[type, tuple[Kind, ...]] = {
     cls: tuple(k for k in KINDS.values() if cls in k.py_types) for kind in KINDS.values() for cls in kind.py_types}
 _OPEN = tuple(k for k in KINDS.values() if not k.py_types)  # kinds matched by more than an exact class
+# What the daemon's reads decode with: quantities stay WireQuantity (its replies carry them as they are).
+DAEMON_KINDS: dict[str, Kind] = {**KINDS, DAEMON_QUANTITY.io_type: DAEMON_QUANTITY}
 # The msgpack extension types of stored values, one per code (list and tuple kinds share the tuple's).
 WIRES: tuple[Wire, ...] = tuple(sorted({k.wire for k in KINDS.values() if k.wire is not None}, key=lambda w: w.code))
 
@@ -135,5 +137,5 @@ def has_shape(io_type: str, type_attr: str) -> bool:
     return kind is not None and kind.has_shape(type_attr)
 
 
-__all__ = ["KINDS", "TEXT", "WIRES", "Kind", "Signature", "Wire", "check_compatible", "check_storable_type",
+__all__ = ["DAEMON_KINDS", "KINDS", "TEXT", "WIRES", "Kind", "Signature", "Wire", "check_compatible", "check_storable_type",
            "describe", "encode", "has_shape", "owned", "payload_bytes", "python_type", "shape_text", "signature"]

@@ -19,6 +19,9 @@ TEXT = str  # storage dtype of variable-length strings
 ARRAY_KINDS = frozenset("biuf")
 I8, F8, BOOL_DISK = np.dtype("int64"), np.dtype("float64"), np.dtype("int8")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+# Classes the daemon holds in place of the client's (a kind's Wire.decode_light) -> the name errors give:
+# an error names the type the client sent, whichever side raised it.
+SHOWN_NAMES: dict[type, str] = {}
 
 
 class Signature(NamedTuple):
@@ -38,6 +41,8 @@ class Wire(NamedTuple):
     claims: Callable[[Any], bool]  # True for the objects this extension type carries
     encode: Callable[[Any, Callable[[Any], bytes], list], bytes]  # (obj, pack, out-of-band frames) -> payload
     decode: Callable[[Any, list], Any]  # (unpacked payload, message buffers) -> obj; ProtocolError if malformed
+    # The daemon's decode, if it keeps a lighter object than clients get (quantities: no pint object).
+    decode_light: Callable[[Any, list], Any] | None = None
 
 
 class Kind:
@@ -128,6 +133,9 @@ def type_name(value: Any) -> str:
 
 def class_name(cls: type) -> str:
     """A user-facing name for ``cls``: ``numpy.float32``, ``set``, ``fractions.Fraction``."""
+    shown = SHOWN_NAMES.get(cls)
+    if shown is not None:
+        return shown
     module = cls.__module__
     if module == "builtins":
         return cls.__qualname__

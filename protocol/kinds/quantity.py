@@ -3,6 +3,12 @@
 The magnitude is stored in the variable's unit (fixed by the first write) and
 the unit as a string attribute. pint is imported by :mod:`nstore.protocol.units`
 on first use only.
+
+The daemon holds quantities as :class:`WireQuantity` (a magnitude and the unit's
+stored spelling), never as pint objects: it decodes requests and journal
+records to them and replies with them, so an append in the variable's own unit
+is a string comparison, and one in another unit a cached factor. Clients decode
+them to pint Quantities.
 """
 
 from __future__ import annotations
@@ -12,10 +18,10 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from nstore.protocol.errors import ProtocolError, UnsupportedTypeError
-from nstore.protocol.units import is_quantity, quantity, registry, unit_string
+from nstore.protocol.units import is_quantity, quantity, registry, stored_unit, unit_string
 
 from .arrays import array_signature, can_hold
-from .base import F8, I8, Kind, Signature, Wire, check_int64, column, numeric_list, scalar, type_name
+from .base import F8, I8, SHOWN_NAMES, Kind, Signature, Wire, check_int64, column, numeric_list, scalar, type_name
 from .sequences import sequence_one
 
 EXT_QUANTITY = 4
@@ -38,14 +44,56 @@ def unit_text(value: Any) -> str:
     return text
 
 
+class WireQuantity:
+    """A quantity as the daemon holds it: its magnitude and the stored spelling of its unit (a str).
+
+    The quantity kind takes it exactly as it takes a pint Quantity, and it travels
+    as the same extension type; error messages name its type as the client's
+    (``pint.Quantity``). Build it with :func:`wire_quantity`, which checks the unit.
+    """
+
+    __slots__ = ("magnitude", "unit")
+
+    def __init__(self, magnitude: Any, unit: str):
+        self.magnitude, self.unit = magnitude, unit
+
+    def __repr__(self) -> str:
+        return f"WireQuantity({self.magnitude!r}, {self.unit!r})"
+
+
+SHOWN_NAMES[WireQuantity] = "pint.Quantity"
+
+
+def wire_quantity(magnitude: Any, unit: str) -> WireQuantity:
+    """The quantity pint would build, without pint: lists become arrays, the unit its stored
+    spelling (ValueError if it is not a unit; cached per string)."""
+    if type(magnitude) is list or type(magnitude) is tuple:
+        magnitude = np.asarray(magnitude)
+    return WireQuantity(magnitude, stored_unit(unit))
+
+
+def quantity_parts(value: Any) -> tuple[Any, str] | None:
+    """``(magnitude, stored unit string)`` of a pint Quantity or a WireQuantity; None for anything else."""
+    if type(value) is WireQuantity:
+        return value.magnitude, value.unit
+    if is_quantity(value):
+        return value.magnitude, unit_text(value)
+    return None
+
+
+def _is_any_quantity(value: Any) -> bool:
+    return type(value) is WireQuantity or is_quantity(value)
+
+
 def _encode_quantity(obj: Any, pack: Callable[[Any], bytes], frames: list) -> bytes:
     try:
-        return pack([obj.magnitude, unit_text(obj)])
+        return pack(list(quantity_parts(obj)))
     except UnsupportedTypeError as exc:  # named like the engine names it
         raise UnsupportedTypeError(f"pint.Quantity of {exc.type_name}") from None
 
 
-def _decode_quantity(inner: Any, buffers: list) -> Any:
+def _checked_payload(inner: Any) -> tuple[Any, str]:
+    """``(magnitude, unit)`` of a quantity's wire payload; ProtocolError unless it holds numbers and a str."""
     if not (isinstance(inner, list) and len(inner) == 2 and isinstance(inner[1], str)):
         raise ProtocolError("quantity payload must be [magnitude, unit]")
     magnitude, unit = inner
@@ -53,8 +101,23 @@ def _decode_quantity(inner: Any, buffers: list) -> Any:
         raise ProtocolError(f"quantity magnitude of type {type(magnitude).__name__} is not allowed")
     if np.asarray(magnitude).dtype.kind not in "iuf":  # (ragged lists raise; the caller maps that)
         raise ProtocolError("quantity magnitude must be an integer or float number or array")
+    return magnitude, unit
+
+
+def _decode_quantity(inner: Any, buffers: list) -> Any:
+    """A pint Quantity (clients)."""
+    magnitude, unit = _checked_payload(inner)
     try:
         return quantity(magnitude, unit)
+    except ValueError as exc:
+        raise ProtocolError(str(exc)) from None
+
+
+def _decode_wire_quantity(inner: Any, buffers: list) -> WireQuantity:
+    """A WireQuantity (the daemon): the same checks and errors, no pint object."""
+    magnitude, unit = _checked_payload(inner)
+    try:
+        return wire_quantity(magnitude, unit)
     except ValueError as exc:
         raise ProtocolError(str(exc)) from None
 
@@ -63,13 +126,14 @@ class Quantity(Kind):
     """A pint Quantity; reads give a Quantity in the stored unit (classic list quantities: arrays)."""
 
     io_type, storage = "quantity", "array"
-    wire = Wire(EXT_QUANTITY, is_quantity, _encode_quantity, _decode_quantity)
+    wire = Wire(EXT_QUANTITY, _is_any_quantity, _encode_quantity, _decode_quantity, _decode_wire_quantity)
+    make = staticmethod(quantity)  # (magnitude, unit string) -> what reads give
 
     def signature(self, value: Any) -> Signature | None:
-        if not is_quantity(value):
+        parts = quantity_parts(value)
+        if parts is None:
             return None
-        unit = unit_text(value)
-        magnitude = value.magnitude
+        magnitude, unit = parts
         if type(magnitude) is np.ndarray and magnitude.ndim == 0:  # force_ndarray_like registries (pint-xarray)
             magnitude = magnitude[()]
         cls = type(magnitude)
@@ -105,23 +169,27 @@ class Quantity(Kind):
             magnitude = sequence_one(raw, sig)
         else:
             magnitude = np.asarray(raw)
-        return quantity(magnitude, sig.unit or "")
+        return self.make(magnitude, sig.unit or "")
 
     def decode_many(self, raw: Any, sig: Signature) -> Any:
         raw = np.asarray(raw)
         if sig.type_attr in ("int", "float"):
             raw = column(raw)
-        return quantity(raw, sig.unit or "")
+        return self.make(raw, sig.unit or "")
 
     def sizes(self, item: Any) -> bool:
-        return is_quantity(item)
+        return _is_any_quantity(item)
 
     def payload(self, item: Any) -> tuple[int, Iterable[Any]]:
         return 0, [item.magnitude]
 
     def owned(self, value: Any) -> Any:
         magnitude = value.magnitude
-        return type(value)(magnitude.copy(), value.units) if isinstance(magnitude, np.ndarray) else value
+        if not isinstance(magnitude, np.ndarray):
+            return value
+        if type(value) is WireQuantity:
+            return WireQuantity(magnitude.copy(), value.unit)
+        return type(value)(magnitude.copy(), value.units)
 
     def describe(self, sig: Signature) -> str:
         return f"pint.Quantity of {sig.type_attr}"
@@ -141,4 +209,10 @@ class Quantity(Kind):
         return [Q(row, units) for row in magnitude]
 
 
-QUANTITY = Quantity()
+class DaemonQuantity(Quantity):
+    """The quantity kind as the daemon reads it: WireQuantity values, which its replies carry as they are."""
+
+    make = staticmethod(wire_quantity)
+
+
+QUANTITY, DAEMON_QUANTITY = Quantity(), DaemonQuantity()
