@@ -125,3 +125,16 @@ def test_an_old_headerless_journal_is_replayed(tmp_path, daemon_factory):
     assert daemon.stop() == 0, daemon.log()
     with open(journal_path(file_name), "rb") as fh:
         assert fh.read(len(MAGIC)) == MAGIC  # the checkpoint rewrote it in the current format
+
+
+def test_array_data_goes_from_the_received_frame_to_the_journal_without_a_copy():
+    """The journal record's buffers for an appended array are the request frame's own memory."""
+    from nstore.daemon.journal import _record_parts
+    from nstore.protocol.messages import decode_request, encode_request
+
+    frames = [bytearray(bytes(f)) for f in encode_request(1, "c", [("append", "x", {"data": np.arange(4096.0)})])]
+    received = np.frombuffer(frames[1], dtype=np.uint8)  # the array's frame, as the daemon received it
+    data = decode_request(frames).ops[0].args["data"]
+    assert np.shares_memory(data, received)
+    parts, _ = _record_parts(Commit(1, [Entry("c", 1, 0, ("append", "x", {"data": data, "index": 0}), [True, 0])]))
+    assert any(np.shares_memory(np.frombuffer(part, dtype=np.uint8), received) for part in parts)
