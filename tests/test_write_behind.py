@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import signal
 import tempfile
+import threading
 
 import numpy as np
 import pytest
@@ -108,6 +109,40 @@ def test_state_ops_see_every_acknowledged_append(tmp_path):
     finally:
         server.close()
         os.rmdir(sockets)
+
+
+def test_a_live_daemon_serves_waiting_appends_to_reads_listings_and_snapshots(tmp_path, monkeypatch):
+    """Through the socket, with the file write held back: every state-reading op sees the appends."""
+    from nstore.cli import snapshot
+    from nstore.daemon import server as server_module
+
+    monkeypatch.setattr(server_module, "IDLE_WRITE_MS", 60_000)  # never idle enough to write
+    monkeypatch.setattr(behind, "MAX_PENDING_S", 3600.0)
+    sockets = tempfile.mkdtemp(prefix="nwb")
+    server = Server(str(tmp_path / "run.nc"), f"ipc://{sockets}/s.sock")
+    loop = threading.Thread(target=server.serve_forever, daemon=True)
+    loop.start()
+    driver = connect(server.endpoint, timeout=30)
+    try:
+        for k in range(5):
+            assert driver.append_variable("g/x", float(k)) == k
+        driver.add_metadata("note", "hi", path="g/x")
+        assert driver.status()["pending_rows"] == 5
+        assert driver.read_variable("g/x").tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+        assert driver.read_variable("g/x", -1) == 4.0 and driver.variable_info("g/x")["length"] == 5
+        assert driver.list_directory("g") == ["x"] and driver.read_metadata("g/x") == {"note": "hi"}
+        snapshot(driver, str(tmp_path / "copy.nc"))
+        assert driver.status()["pending_rows"] == 5  # none of that needed the file write
+        with NetCDFIODriver(str(tmp_path / "copy.nc"), "r") as copy:
+            assert copy.read_variable("g/x").tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+        driver.sync()
+        assert driver.status()["pending_rows"] == 0
+    finally:
+        driver.close()
+        server.stop()
+        loop.join(60)
+        os.rmdir(sockets)
+    assert not loop.is_alive()
 
 
 def test_the_cache_never_serves_an_overwritten_entry(tmp_path):
