@@ -22,9 +22,10 @@ import numpy as np
 from .format import TEXT, VarState, block, row, write_rows
 
 MAX_PENDING_ROWS = 8192  # write once this many rows wait ...
-MAX_PENDING_BYTES = 16 * 1024 * 1024  # ... or this many bytes ...
+MAX_PENDING_BYTES = 4 * 1024 * 1024  # ... or this many bytes (big rows gain nothing from waiting) ...
 MAX_PENDING_S = 0.05  # ... or the oldest has waited this long (or the daemon is idle, server.py)
 REFUSE_PENDING_BYTES = 256 * 1024 * 1024  # past this, with writes failing, new appends are refused
+BIG_ROW_BYTES = 64 * 1024  # rows this big are written one by one, never copied into a common block
 TAIL_ROWS = 64  # recent entries kept per variable for reads ...
 TAIL_BYTES = 64 * 1024  # ... at most this many bytes of them (bigger rows are not kept)
 CACHE_BYTES = 32 * 1024 * 1024  # all variables' tails together; the least recently used go first
@@ -81,6 +82,21 @@ class _Waiting:
         if self.loose:
             self.blocks.append(block(self.loose, self.var.sig))
             self.loose = []
+
+    def pieces(self) -> list:
+        """``(offset, block)`` pieces covering every waiting entry, for the file write: big rows one
+        by one (no copy into a common block), small ones closed into one block."""
+        if self.row_bytes >= BIG_ROW_BYTES and self.loose:
+            sig, blocked = self.var.sig, self.count - len(self.loose)
+            singles = [(blocked + k, block([entry], sig)) for k, entry in enumerate(self.loose)]
+        else:
+            self._close_loose()
+            singles = []
+        offset, out = 0, []
+        for part in self.blocks:
+            out.append((offset, part))
+            offset += len(part)
+        return out + singles
 
     def data(self) -> np.ndarray:
         """The waiting entries as the file will hold them, as one block."""
@@ -139,17 +155,17 @@ class WriteBehind:
         """
         while self._pending:
             path, waiting = next(iter(self._pending.items()))
-            data = waiting.data()
             try:
-                write_rows(waiting.var.ncvar, waiting.start, data)
+                for offset, data in waiting.pieces():
+                    write_rows(waiting.var.ncvar, waiting.start + offset, data)
             except Exception as exc:
-                self.error = f"{path}: writing {len(data)} acknowledged entries to {self.file_name} failed " \
+                self.error = f"{path}: writing {waiting.count} acknowledged entries to {self.file_name} failed " \
                              f"(they are safe in the journal; retried): {type(exc).__name__}: {exc}"
                 raise OSError(self.error) from exc
             del self._pending[path]
-            self.rows -= len(data)
-            self.nbytes -= len(data) * waiting.row_bytes
-            self.remember(path, waiting.start, data)
+            self.rows -= waiting.count
+            self.nbytes -= waiting.count * waiting.row_bytes
+            self.remember(path, waiting.start + offset, data)  # (the last piece: recent rows for reads)
         self.error = None
 
     def waiting_entry(self, path: str, index: int) -> Any:

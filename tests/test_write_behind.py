@@ -227,6 +227,29 @@ def test_waiting_rows_and_the_cache_stay_bounded(tmp_path, monkeypatch):
         engine.close()
 
 
+def test_big_rows_are_written_one_by_one_without_a_common_copy(tmp_path, monkeypatch):
+    writes = []
+    real = behind.write_rows
+
+    def counting(ncvar, start, data):
+        writes.append((start, len(data), data.base is not None or not data.flags.owndata))
+        real(ncvar, start, data)
+
+    monkeypatch.setattr(behind, "write_rows", counting)
+    rows = [np.full(behind.BIG_ROW_BYTES // 8, float(k)) for k in range(3)]
+    engine = DaemonEngine(str(tmp_path / "run.nc"))
+    try:
+        _stage(engine, "big", rows)
+        _stage(engine, "small", [1.0, 2.0, 3.0])
+        engine.flush()
+        assert [(start, count) for start, count, _ in writes] == [(0, 1), (1, 1), (2, 1), (0, 3)]
+        assert all(view for _, _, view in writes[:3])  # each big row written from its own buffer
+    finally:
+        engine.close()
+    with NetCDFIODriver(str(tmp_path / "run.nc"), "r") as fresh:
+        assert [row[0] for row in fresh.read_variable("big")] == [0.0, 1.0, 2.0]
+
+
 def _acknowledge_then_die(file_name: str, endpoint: str, conn) -> None:
     """A daemon that acknowledges appends (replies built), then is SIGKILLed before any file write."""
     server = Server(file_name, endpoint)
