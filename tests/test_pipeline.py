@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+import zmq
 
 from nstore import NetCDFIODriver, StorageInterface, connect
 from nstore import pipeline
@@ -153,8 +154,8 @@ def test_appends_reach_the_file_behind_as_one_write_per_variable(tmp_path, monke
         real(ncvar, start, block)
 
     def turn(request_id: int) -> list:
-        batch = [[_Frame(f"c{k}".encode()),
-                  *map(_Frame, encode_request(request_id, f"c{k}", [("append", path, {"data": float(k)})]))]
+        batch = [[zmq.Frame(f"c{k}".encode()),
+                  *map(zmq.Frame, encode_request(request_id, f"c{k}", [("append", path, {"data": float(k)})]))]
                  for k, path in enumerate(["x", "y", "x", "y"])]
         return [decode_reply(frames)[1][0][1] for _, frames in server.process(batch)]
 
@@ -180,17 +181,6 @@ def test_appends_reach_the_file_behind_as_one_write_per_variable(tmp_path, monke
         assert check.read_variable("x").tolist() == [0.0, 0.0, 2.0, 0.0, 2.0]
 
 
-class _Frame:
-    """What recv_multipart(copy=False) hands the server: an object with .bytes and .buffer."""
-
-    def __init__(self, data: bytes):
-        self.bytes = bytes(data)
-        self.buffer = memoryview(self.bytes)
-
-    def __len__(self) -> int:
-        return len(self.bytes)
-
-
 def test_writes_at_consecutive_indices_become_one_write(tmp_path, monkeypatch):
     """A pipelined client rewriting entries 2, 3, 4, 5 of a variable: one slice write; a bad one
     among them falls back to one write each, with its own error and the others applied."""
@@ -208,11 +198,11 @@ def test_writes_at_consecutive_indices_become_one_write(tmp_path, monkeypatch):
             server.engine.append_variable("x", float(k))
         monkeypatch.setattr(disk_format, "write_rows", counting)
         good = [("write", "x", {"data": 10.0 + k, "at_index": k}) for k in range(2, 6)]
-        replies = server.process([[_Frame(b"a"), *map(_Frame, encode_request(1, "a", good))]])
+        replies = server.process([[zmq.Frame(b"a"), *map(zmq.Frame, encode_request(1, "a", good))]])
         assert [ok for ok, _ in decode_reply(replies[0][1])[1]] == [True] * 4
         assert writes == [("x", 2, 4)]
         mixed = [("write", "x", {"data": 20.0, "at_index": 6}), ("write", "x", {"data": "no", "at_index": 7})]
-        replies = server.process([[_Frame(b"a"), *map(_Frame, encode_request(2, "a", mixed))]])
+        replies = server.process([[zmq.Frame(b"a"), *map(zmq.Frame, encode_request(2, "a", mixed))]])
         results = decode_reply(replies[0][1])[1]
         assert results[0] == [True, None]
         assert results[1][0] is False and results[1][1]["type"] == "TypeError"

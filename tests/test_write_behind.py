@@ -10,6 +10,7 @@ import threading
 
 import numpy as np
 import pytest
+import zmq
 
 from nstore import NetCDFIODriver, connect, ureg
 from nstore.daemon import behind
@@ -282,20 +283,9 @@ def test_sigkill_after_the_acknowledgement_before_the_file_write_loses_nothing(t
 
 
 def _message(identity: bytes, request_id: int, ops: list) -> list:
-    return [_Frame(identity), *map(_Frame, encode_request(request_id, identity.decode(), ops))]
+    return [zmq.Frame(identity), *map(zmq.Frame, encode_request(request_id, identity.decode(), ops))]
 
 
 def _results(replies: list) -> list:
     (_, frames), = replies
     return decode_reply(frames)[1]
-
-
-class _Frame:
-    """What recv_multipart(copy=False) hands the server: an object with .bytes and .buffer."""
-
-    def __init__(self, data: bytes):
-        self.bytes = bytes(data)
-        self.buffer = memoryview(self.bytes)
-
-    def __len__(self) -> int:
-        return len(self.bytes)

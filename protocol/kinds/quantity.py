@@ -104,22 +104,21 @@ def _checked_payload(inner: Any) -> tuple[Any, str]:
     return magnitude, unit
 
 
-def _decode_quantity(inner: Any, buffers: list) -> Any:
-    """A pint Quantity (clients)."""
-    magnitude, unit = _checked_payload(inner)
-    try:
-        return quantity(magnitude, unit)
-    except ValueError as exc:
-        raise ProtocolError(str(exc)) from None
+def _quantity_decoder(build: Callable[[Any, str], Any]) -> Callable[[Any, list], Any]:
+    """A decoder of the quantity extension building its value with ``build(magnitude, unit)``."""
+
+    def decode(inner: Any, buffers: list) -> Any:
+        magnitude, unit = _checked_payload(inner)
+        try:
+            return build(magnitude, unit)
+        except ValueError as exc:
+            raise ProtocolError(str(exc)) from None
+
+    return decode
 
 
-def _decode_wire_quantity(inner: Any, buffers: list) -> WireQuantity:
-    """A WireQuantity (the daemon): the same checks and errors, no pint object."""
-    magnitude, unit = _checked_payload(inner)
-    try:
-        return wire_quantity(magnitude, unit)
-    except ValueError as exc:
-        raise ProtocolError(str(exc)) from None
+_decode_quantity = _quantity_decoder(quantity)  # a pint Quantity (clients)
+_decode_wire_quantity = _quantity_decoder(wire_quantity)  # a WireQuantity (the daemon): same checks and errors, no pint
 
 
 class Quantity(Kind):
