@@ -2,8 +2,8 @@
 
 nstored acknowledges an append once it is in the journal (the contract); the
 file write can wait. :class:`WriteBehind` queues each batch's journaled rows
-as one block per variable and writes them when the daemon is idle or a bound
-is reached, so many turns share one HDF5 call per variable. It also keeps the
+per variable and writes them when the daemon is idle or a bound is reached,
+so many turns share one HDF5 call per variable. It also keeps the
 last rows of each variable (:class:`Tail`) so that a small read of what was
 just appended is answered from memory. Every queued row is in the journal: a
 SIGKILL before the write loses nothing, replay writes it. A write that fails
@@ -62,21 +62,25 @@ class _Waiting:
     Single appends arrive as loose entries (a list append each); columns as
     blocks. They become one block when written or read."""
 
-    __slots__ = ("var", "start", "count", "blocks", "loose", "row_bytes")
+    __slots__ = ("var", "start", "count", "nbytes", "blocks", "loose", "row_bytes")
 
     def __init__(self, var: VarState, start: int):
-        self.var, self.start, self.count, self.blocks, self.loose = var, start, 0, [], []
+        self.var, self.start, self.count, self.nbytes, self.blocks, self.loose = var, start, 0, 0, [], []
         sig = var.sig
-        self.row_bytes = 64 if sig.dtype is TEXT else int(np.prod(sig.row_shape, dtype=np.int64)) * sig.dtype.itemsize
+        self.row_bytes = 0 if sig.dtype is TEXT else int(np.prod(sig.row_shape, dtype=np.int64)) * sig.dtype.itemsize
 
-    def add(self, rows: Any) -> None:
-        """Entries as the engine checked them: a list of entries, or one stacked block (a column)."""
+    def add(self, rows: Any) -> int:
+        """Entries as the engine checked them: a list of entries, or one stacked block (a column);
+        returns the bytes they add (text: its length, plus 64 a string)."""
         if type(rows) is list:
             self.loose += rows
         else:
             self._close_loose()
             self.blocks.append(block(rows, self.var.sig))  # (shaped as the file holds it)
         self.count += len(rows)
+        nbytes = len(rows) * self.row_bytes if self.row_bytes else sum(64 + len(text) for text in rows)
+        self.nbytes += nbytes
+        return nbytes
 
     def _close_loose(self) -> None:
         if self.loose:
@@ -86,7 +90,7 @@ class _Waiting:
     def pieces(self) -> list:
         """``(offset, block)`` pieces covering every waiting entry, for the file write: big rows one
         by one (no copy into a common block), small ones closed into one block."""
-        if self.row_bytes >= BIG_ROW_BYTES and self.loose:
+        if self.loose and (self.row_bytes or self.nbytes // self.count) >= BIG_ROW_BYTES:
             sig, blocked = self.var.sig, self.count - len(self.loose)
             singles = [(blocked + k, block([entry], sig)) for k, entry in enumerate(self.loose)]
         else:
@@ -138,9 +142,8 @@ class WriteBehind:
             if not self._pending:
                 self.since = time.monotonic()
             waiting = self._pending[path] = _Waiting(var, start)
-        waiting.add(rows)
+        self.nbytes += waiting.add(rows)
         self.rows += len(rows)
-        self.nbytes += len(rows) * waiting.row_bytes
 
     def due(self) -> bool:
         """Whether a bound says: write now."""
@@ -164,7 +167,7 @@ class WriteBehind:
                 raise OSError(self.error) from exc
             del self._pending[path]
             self.rows -= waiting.count
-            self.nbytes -= waiting.count * waiting.row_bytes
+            self.nbytes -= waiting.nbytes
             self.remember(path, waiting.start + offset, data)  # (the last piece: recent rows for reads)
         self.error = None
 
@@ -209,7 +212,10 @@ class WriteBehind:
     def recent(self, path: str, index: int) -> Any:
         """Entry ``index`` of ``path`` from memory, or None."""
         tail = self._tails.get(path)
-        return None if tail is None else tail.get(index)
+        if tail is None:
+            return None
+        self._tails.move_to_end(path)  # (least recently used go first)
+        return tail.get(index)
 
     def forget(self, path: str) -> None:
         """Stop serving ``path`` from memory (an entry was overwritten)."""

@@ -220,6 +220,10 @@ def test_waiting_rows_and_the_cache_stay_bounded(tmp_path, monkeypatch):
         assert engine.read_variable("v0", -1).tolist() == [0.0] * 8  # evicted from the cache, still waiting
         engine.flush()
         assert engine.read_variable("v199", 3).tolist() == [199.0] * 8
+        _stage(engine, "text", ["x" * 100_000] * 3)  # text counts its length
+        assert engine.behind.nbytes >= 300_000 and engine.read_variable("text", 1) == "x" * 100_000
+        engine.flush()
+        assert engine.behind.nbytes == 0 and engine.read_variable("text") == ["x" * 100_000] * 3
         big = np.zeros(behind.TAIL_BYTES // 8 + 1)
         _stage(engine, "big", [big])  # a row bigger than a tail is never kept in memory after the write
         engine.flush()
