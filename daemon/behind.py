@@ -171,6 +171,10 @@ class WriteBehind:
             self.remember(path, waiting.start + offset, data)  # (the last piece: recent rows for reads)
         self.error = None
 
+    def waits(self, path: str) -> bool:
+        """Whether entries of ``path`` wait for the file."""
+        return path in self._pending
+
     def waiting_entry(self, path: str, index: int) -> Any:
         """Entry ``index`` of ``path`` as the file will hold it, if it waits for the file; else None."""
         waiting = self._pending.get(path)

@@ -89,11 +89,16 @@ class DaemonEngine(NetCDFIODriver):
         return tail if lo >= first else np.concatenate((super()._stored_rows(path, var, lo, first), tail))
 
     def write_variable(self, path: str, data: Any, at_index: int | None = None) -> None:
-        self.flush()  # the entry it overwrites may still be queued
+        try:
+            key = normalize_path(path)
+        except (TypeError, ValueError):  # the driver's own checks raise the error
+            return super().write_variable(path, data, at_index)
+        if self.behind.waits(key):
+            self.flush()  # the entry it overwrites may still be waiting
         try:
             super().write_variable(path, data, at_index)
         finally:
-            self.behind.forget(normalize_path(path))  # never serve what was overwritten
+            self.behind.forget(key)  # never serve what was overwritten
 
     def write_entries(self, path: str, start: int, values: Sequence[Any]) -> None:
         """Overwrite entries ``start``, ``start + 1``, ... of an appendable variable with one slice write.
@@ -104,7 +109,8 @@ class DaemonEngine(NetCDFIODriver):
         """
         path = _variable_path(path)
         self._check_writable()
-        self.flush()
+        if self.behind.waits(path):
+            self.flush()
         self.behind.forget(path)
         var = self._variable(path)
         if var is None or not var.appendable or start < 0 or start + len(values) > var.length:

@@ -199,6 +199,9 @@ def test_a_failed_file_write_keeps_its_rows_and_is_retried(tmp_path, monkeypatch
             engine.flush()
         assert engine.behind.rows == 3 and engine.behind.error is not None
         assert engine.read_variable("x").tolist() == [1.0, 2.0]  # reads do not need the file write
+        engine.write_variable("other", 5.0)  # nor do writes to a variable with nothing waiting
+        with pytest.raises(OSError, match="x: writing 2 acknowledged entries"):
+            engine.write_variable("x", 9.0, at_index=0)  # one that overwrites a waiting entry does
         monkeypatch.setattr(behind, "write_rows", real)
         engine.flush()
         assert engine.behind.rows == 0 and engine.behind.error is None
