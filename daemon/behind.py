@@ -56,6 +56,14 @@ class Tail:
         return self.rows[offset] if 0 <= offset < len(self.rows) else None
 
 
+def _owned(data: Any) -> Any:
+    """``data``, copied if it is a small view: a small array decoded from a message views that
+    message, and waiting must not keep whole messages alive (a few bytes of data could pin MiBs)."""
+    if type(data) is np.ndarray and data.base is not None and data.nbytes < BIG_ROW_BYTES:
+        return data.copy()
+    return data
+
+
 class _Waiting:
     """Entries ``start, ...`` of one variable, journaled, not yet in the file.
 
@@ -73,10 +81,10 @@ class _Waiting:
         """Entries as the engine checked them: a list of entries, or one stacked block (a column);
         returns the bytes they add (text: its length, plus 64 a string)."""
         if type(rows) is list:
-            self.loose += rows
+            self.loose += [_owned(entry) for entry in rows] if type(rows[0]) is np.ndarray else rows
         else:
             self._close_loose()
-            self.blocks.append(block(rows, self.var.sig))  # (shaped as the file holds it)
+            self.blocks.append(_owned(block(rows, self.var.sig)))  # (shaped as the file holds it)
         self.count += len(rows)
         nbytes = len(rows) * self.row_bytes if self.row_bytes else sum(64 + len(text) for text in rows)
         self.nbytes += nbytes

@@ -223,6 +223,11 @@ def test_waiting_rows_and_the_cache_stay_bounded(tmp_path, monkeypatch):
         assert engine.read_variable("v0", -1).tolist() == [0.0] * 8  # evicted from the cache, still waiting
         engine.flush()
         assert engine.read_variable("v199", 3).tolist() == [199.0] * 8
+        message = np.zeros(1_000_000)  # (as a small array decoded from a big message views it)
+        _stage(engine, "small", [message[:3]])
+        engine.stage(reserve_column(engine, "small", {"data": message[3:9].reshape(2, 3), "kind": "numpy.ndarray"}))
+        waiting = engine.behind._pending["small"]
+        assert not any(np.shares_memory(part, message) for part in [*waiting.loose, *waiting.blocks])
         _stage(engine, "text", ["x" * 100_000] * 3)  # text counts its length
         assert engine.behind.nbytes >= 300_000 and engine.read_variable("text", 1) == "x" * 100_000
         engine.flush()
