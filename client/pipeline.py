@@ -20,6 +20,7 @@ from __future__ import annotations
 import atexit
 import os
 import sys
+import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -214,6 +215,59 @@ class Column:
             self.error = value
 
 
+class PendingBatch:
+    """The ops a pipelined driver has not sent yet, with their handles; the last may be an open
+    :class:`Column` that more alike appends join. ``take()`` empties it for sending."""
+
+    __slots__ = ("ops", "handles", "count", "column", "nbytes", "since")
+
+    def __init__(self) -> None:
+        self.ops: list = []  # (name, path, args), or a Column
+        self.handles: list = []  # per op: PendingIndex, Column or None
+        self.count = 0  # entries, but those of the open column
+        self.column: Column | None = None  # the open column: the last op, until another op comes
+        self.nbytes = 0
+        self.since = 0.0  # when the oldest op was queued
+
+    def add(self, op: "tuple | Column", handle: Any, nbytes: int) -> None:
+        """Queue one op; it closes the open column (which keeps its place)."""
+        self._close_column()
+        if not self.ops:
+            self.since = time.monotonic()
+        self.ops.append(op)
+        self.handles.append(handle)
+        self.count += 1
+        self.nbytes += nbytes
+
+    def open_column(self, driver: "RemoteDriver", path: str, key: tuple, data: Any) -> "Column":
+        """The open column if ``data`` may join it, else a new one queued in its place."""
+        column = self.column
+        if column is None or column.path != path or column.key != key or len(column) >= column.room:
+            column = Column(driver, path, key, data, PIPELINE_MAX_OPS - self.count)
+            self.add(column, column, 0)
+            self.count -= 1  # (counted by its length instead)
+            self.column = column
+        return column
+
+    def _close_column(self) -> None:
+        if self.column is not None:
+            self.count += len(self.column)
+            self.column = None
+
+    def due(self) -> bool:
+        """Whether the batch should leave now (size or age)."""
+        column = self.column
+        return (self.count + (len(column) if column is not None else 0) >= PIPELINE_MAX_OPS
+                or self.nbytes >= PIPELINE_MAX_BYTES or time.monotonic() - self.since >= PIPELINE_MAX_DELAY_S)
+
+    def take(self) -> tuple[list, list]:
+        """``(ops, handles)`` to send (columns become their op), leaving the batch empty."""
+        ops = [op.op() if type(op) is Column else op for op in self.ops]
+        handles = self.handles
+        self.__init__()
+        return ops, handles
+
+
 def checked(value: Any, path: str) -> Any:
     """A value to queue: one we cannot encode fails here, naming the path, not at a later send."""
     try:
@@ -253,7 +307,7 @@ def name_operation(exc: BaseException, op: tuple) -> BaseException:
 def _forget_columns() -> None:
     """In a forked child: no driver appends to its parent's open column (the next append checks the pid)."""
     for driver in list(live_pipelines):
-        driver._column = None
+        driver._batch.column = None
 
 
 if hasattr(os, "register_at_fork"):

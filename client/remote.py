@@ -27,9 +27,8 @@ from nstore.protocol.transport import WrongDaemonError, client_keys, hello, secu
 from nstore.protocol.values import check_storable_type
 
 from .linkwatch import LinkWatch
-from .pipeline import (INT64_MAX, INT64_MIN, PIPELINE_MAX_BYTES, PIPELINE_MAX_DELAY_S, PIPELINE_MAX_OPS,
-                       PIPELINE_WINDOW, Column, ColumnIndex, PendingIndex, checked, column_key, live_pipelines,
-                       name_operation, op_bytes, owned_copy)
+from .pipeline import (INT64_MAX, INT64_MIN, PIPELINE_MAX_DELAY_S, PIPELINE_WINDOW, ColumnIndex, PendingBatch,
+                       PendingIndex, checked, column_key, live_pipelines, name_operation, op_bytes, owned_copy)
 
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
@@ -83,12 +82,7 @@ class RemoteDriver(StorageDriver):
             live_pipelines.add(self)
 
     def _reset_queues(self) -> None:
-        self._pending: list = []  # ops not sent yet: (name, path, args), or a Column
-        self._pending_handles: list = []  # per pending op: PendingIndex, Column or None
-        self._pending_count = 0  # entries pending, but those of the open column
-        self._column: Column | None = None  # the open column: the last pending op, until another op comes
-        self._pending_bytes = 0
-        self._pending_since = 0.0
+        self._batch = PendingBatch()  # pipelined ops not sent yet
         # request id -> (ops, handles); handles is None for a synchronous request
         self._in_flight: dict[int, tuple[list, list | None]] = {}
         self._errors: list[BaseException] = []
@@ -125,12 +119,13 @@ class RemoteDriver(StorageDriver):
             self._socket, self._wait_ms = sock, -1
         return self._socket
 
-    def _drop_socket(self) -> None:
-        """Close this process's socket (unsent messages are dropped); the next _sock() opens a fresh one."""
+    def _drop_socket(self, linger: int | None = 0) -> None:
+        """Close this process's socket (unsent messages are dropped, unless ``linger`` is None: the
+        socket's own LINGER); the next _sock() opens a fresh one."""
         if self._watch is not None:
             self._watch.close()
         if self._socket is not None:
-            self._socket.close(linger=0)
+            self._socket.close(linger=linger)
         self._socket = self._watch = None
 
     @property
@@ -269,62 +264,33 @@ class RemoteDriver(StorageDriver):
             if self._pid != os.getpid():
                 self._sock()
             handle = PendingIndex(self) if want_index else None
-            self._queue((op, path, args), handle)
-            self._pending_bytes += op_bytes(args)
-            self._send_if_due()
+            self._batch.add((op, path, args), handle, op_bytes(args))
+            if self._batch.due():
+                self._send_pending()
             return handle
-
-    def _queue(self, op: tuple | Column, handle: PendingIndex | Column | None) -> None:
-        """Add one op to the pending batch; it closes the open column (which keeps its place)."""
-        self._close_column()
-        if not self._pending:
-            self._pending_since = time.monotonic()
-        self._pending.append(op)
-        self._pending_handles.append(handle)
-        self._pending_count += 1
-
-    def _close_column(self) -> None:
-        if self._column is not None:
-            self._pending_count += len(self._column)
-            self._column = None
-
-    def _send_if_due(self) -> None:
-        column = self._column
-        if (self._pending_count + (len(column) if column is not None else 0) >= PIPELINE_MAX_OPS
-                or self._pending_bytes >= PIPELINE_MAX_BYTES
-                or time.monotonic() - self._pending_since >= PIPELINE_MAX_DELAY_S):
-            self._send_pending()
 
     def _append_to_column(self, path: str, data: Any) -> PendingIndex:
         """A pipelined append: into the open column if ``data`` is alike, else a new column or a plain op."""
         key = column_key(data)
         if key is None:
             return self._enqueue("append", path, want_index=True, data=owned_copy(checked(data, path)))
-        column = self._column
-        if column is None or column.path != path or column.key != key or len(column) >= column.room:
-            if self._pid != os.getpid():  # (only here: a forked child has no open column, see pipeline.py)
-                self._sock()
-            self._close_column()
-            column = Column(self, path, key, data, PIPELINE_MAX_OPS - self._pending_count)
-            self._queue(column, column)
-            self._pending_count -= 1  # (counted by its length instead)
-            self._column = column
-            live_pipelines.add(self)
+        if self._pid != os.getpid():  # (a forked child has no open column: pipeline.py)
+            self._sock()
+        batch = self._batch
+        column = batch.open_column(self, path, key, data)
+        live_pipelines.add(self)
         handle = column.add(data)
-        self._pending_bytes += column.row_bytes
-        self._send_if_due()
+        batch.nbytes += column.row_bytes
+        if batch.due():
+            self._send_pending()
         return handle
 
     def _send_pending(self) -> None:
-        if not self._pending:
+        if not self._batch.ops:
             return
         while len(self._in_flight) >= PIPELINE_WINDOW:
             self._receive(self.timeout)  # backpressure: wait for the oldest batch
-        ops = [op.op() if type(op) is Column else op for op in self._pending]
-        handles = self._pending_handles
-        self._pending, self._pending_handles, self._pending_bytes = [], [], 0
-        self._pending_count, self._column = 0, None
-        self._send(ops, handles)
+        self._send(*self._batch.take())
 
     def _wait_for(self, handle: PendingIndex) -> None:
         with self._lock:
@@ -374,11 +340,11 @@ class RemoteDriver(StorageDriver):
         with self._lock:
             # The fast path: one more plain number for the open column, while the batch is not due.
             # (After fork, the child has no open column: pipeline.py.)
-            column = self._column
+            column = self._batch.column
             if column is not None and type(data) is column.scalar and path == column.path:
                 values = column.values
                 row = len(values)
-                if (row < column.room - 1 and monotonic() - self._pending_since < PIPELINE_MAX_DELAY_S
+                if (row < column.room - 1 and monotonic() - self._batch.since < PIPELINE_MAX_DELAY_S
                         and (column.scalar is float or INT64_MIN <= data <= INT64_MAX)):
                     values.append(data)
                     return ColumnIndex(column, row)
@@ -425,10 +391,8 @@ class RemoteDriver(StorageDriver):
         try:
             self.flush()
         finally:
-            if self._socket is not None and self._pid == os.getpid():
-                if self._watch is not None:
-                    self._watch.close()
-                self._socket.close()
+            if self._pid == os.getpid():
+                self._drop_socket(linger=None)  # (queued messages may still leave)
             self._socket, self._watch, self._closed = None, None, True
             live_pipelines.discard(self)
 
