@@ -195,13 +195,6 @@ class WriteBehind:
         waiting = self._pending.get(path)
         return _NONE_WAITING if waiting is None else (waiting.start, waiting.data())
 
-    def drop(self) -> None:
-        """Forget every queued row (the file was reopened and the journal replayed over it)."""
-        self._pending.clear()
-        self.rows = self.nbytes = 0
-        self._tails.clear()
-        self._tail_bytes = 0
-
     # --- recent rows ----------------------------------------------------------------------
     def remember(self, path: str, start: int, data: np.ndarray) -> None:
         """Keep entries ``start, ...`` of ``path`` (as the file holds them) for reads, within the bounds."""
