@@ -88,8 +88,8 @@ def _check_request(header: Any) -> Request:
         raise ProtocolError(f"protocol version mismatch: client speaks {_shown(version)}, "
                             f"daemon speaks {PROTOCOL_VERSION}")
     request_id, client, ops = header.get("id"), header.get("client", ""), header.get("ops")
-    if type(request_id) is not int:
-        raise ProtocolError("request id must be an integer")
+    if type(request_id) is not int or request_id < 0:  # -1 is the reply id of a request that could not be read
+        raise ProtocolError("request id must be a non-negative integer")
     if not isinstance(client, str) or len(client) > MAX_CLIENT_ID_LENGTH:
         raise ProtocolError("client id must be a short string")
     if not isinstance(ops, list) or not ops:

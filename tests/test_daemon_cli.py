@@ -284,7 +284,7 @@ def _bad_requests() -> list:
         ("not a map", [msgpack.packb([1, 2, 3])], "request must be a map"),
         ("no version", _request({"id": 1, "ops": [["status", "", {}]]}), "protocol version mismatch"),
         ("wrong version", _request({"v": v + 1, "id": 1, "ops": [["status", "", {}]]}), "protocol version mismatch"),
-        ("id not int", _request({"v": v, "id": "seven", "ops": [["status", "", {}]]}), "request id must be an integer"),
+        ("id not int", _request({"v": v, "id": "seven", "ops": [["status", "", {}]]}), "request id must be a non-negative integer"),
         ("client not str", _request({"v": v, "id": 1, "client": 5, "ops": [["status", "", {}]]}), "client id"),
         ("no ops", _request({"v": v, "id": 1, "client": "t", "ops": []}), "non-empty list of ops"),
         ("ops not list", _request({"v": v, "id": 1, "client": "t", "ops": "status"}), "non-empty list of ops"),

@@ -169,8 +169,9 @@ def _garbage() -> list:
         ("missing array frame", [good[0]], "array refers to frame 0, message has 0"),
         ("not a map", [body([1, 2, 3])], "request must be a map"),
         ("wrong version", [body({"v": PROTOCOL_VERSION + 7, "id": 1, "ops": []})], "protocol version mismatch"),
-        ("id not int", [body(request([["list", "", {}]], request_id="1"))], "request id must be an integer"),
-        ("id float", [body(request([["list", "", {}]], request_id=1.0))], "request id must be an integer"),
+        ("id not int", [body(request([["list", "", {}]], request_id="1"))], "request id must be a non-negative integer"),
+        ("id float", [body(request([["list", "", {}]], request_id=1.0))], "request id must be a non-negative integer"),
+        ("id negative", [body(request([["list", "", {}]], request_id=-1))], "request id must be a non-negative integer"),
         ("client not str", [body({**request([["list", "", {}]]), "client": 7})], "client id must be a short string"),
         ("client too long", [body({**request([["list", "", {}]]), "client": "c" * 1000})], "client id must be a short"),
         ("ops not a list", [body(request("write"))], "non-empty list of ops"),
@@ -302,7 +303,7 @@ def test_bad_requests_get_clear_errors_and_change_nothing(tmp_path, daemon_facto
     assert store.other.read().tolist() == [[1.0, 0.0], [0.0, 1.0]]
     store.close()
     log = daemon.log()
-    assert "bad request from" in log and "request id must be an integer" in log
+    assert "bad request from" in log and "request id must be a non-negative integer" in log
     assert "unknown op 'drop_table'" in log
     assert "write a//b failed: ValueError" in log
     assert daemon.stop() == 0
