@@ -23,7 +23,8 @@ from nstore.protocol.api import StorageDriver, StorageVariable
 from nstore.protocol.endpoints import pid_alive
 from nstore.protocol.errors import ProtocolError, UnsupportedTypeError, error_from_wire
 from nstore.protocol.messages import decode_reply, encode_request
-from nstore.protocol.transport import WrongDaemonError, client_keys, hello, secure_client, verify_serves
+from nstore.protocol.transport import (WrongDaemonError, client_keys, hello, recv_frames, secure_client, send_frames,
+                                      verify_serves)
 from nstore.protocol.values import check_storable_type
 
 from .linkwatch import LinkWatch
@@ -83,8 +84,7 @@ class RemoteDriver(StorageDriver):
 
     def _reset_queues(self) -> None:
         self._batch = PendingBatch()  # pipelined ops not sent yet
-        # request id -> (ops, handles); handles is None for a synchronous request
-        self._in_flight: dict[int, tuple[list, list | None]] = {}
+        self._in_flight: dict[int, tuple[list, list | None]] = {}  # request id -> (ops, handles; None: synchronous)
         self._errors: list[BaseException] = []
 
     # --- transport ------------------------------------------------------------------------
@@ -152,7 +152,7 @@ class RemoteDriver(StorageDriver):
                 sock = self._sock()
                 for request_id in sorted(self._in_flight):
                     frames = encode_request(request_id, self._client_id, self._in_flight[request_id][0])
-                    sock.send_multipart(frames, copy=False)
+                    send_frames(sock, frames)
                 return
             except WrongDaemonError:  # another file's daemon took the endpoint: never resend to it
                 raise
@@ -187,7 +187,7 @@ class RemoteDriver(StorageDriver):
         deadline = time.monotonic() + self.timeout
         while True:
             try:
-                sock.send_multipart(frames, copy=False)
+                send_frames(sock, frames)
                 return request_id
             except zmq.Again:  # no daemon to take it (the connection is gone; see _sock)
                 if self._daemon_gone():
@@ -211,7 +211,7 @@ class RemoteDriver(StorageDriver):
                 sock.setsockopt(zmq.RCVTIMEO, wait_ms)
                 self._wait_ms = wait_ms
             try:  # one blocking receive per reply (no poller): it waits at most one slice
-                frames = sock.recv_multipart(copy=False)
+                frames = recv_frames(sock)
                 break
             except zmq.Again:
                 pass

@@ -7,12 +7,15 @@ import os
 
 import zmq
 
+from nstore.protocol.transport import recv_frames, send_frames
+
 from .security import secure_server
 
 log = logging.getLogger("nstored")
 
 HIGH_WATER_MARK = 8  # requests queued per peer before its sends block: bounds daemon memory
-_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)  # plain ints: pyzmq's enum operators cost calls per turn
+_EVENTS, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)  # plain ints: pyzmq's enum
+# operators cost calls per turn
 
 
 class Router:
@@ -60,12 +63,12 @@ class Router:
             socket.setsockopt(zmq.RCVTIMEO, wait_ms)
             self._wait_ms = wait_ms
         try:
-            frames = socket.recv_multipart(copy=False)
+            frames = recv_frames(socket)
         except zmq.Again:
             return []
         batch, size = [frames], sum(len(f) for f in frames)
         while len(batch) < max_messages and size < max_bytes and int(socket.getsockopt(_EVENTS)) & _POLLIN:
-            frames = socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            frames = recv_frames(socket, _NOBLOCK)
             batch.append(frames)
             size += sum(len(f) for f in frames)
         return batch
@@ -74,7 +77,7 @@ class Router:
         """Send each ``(identity, frames)``; a reply to a client that left is dropped."""
         for identity, frames in replies:
             try:
-                self.socket.send_multipart([identity, *frames], copy=False)
+                send_frames(self.socket, [identity, *frames])
             except zmq.ZMQError as exc:  # EHOSTUNREACH: the client left before its reply
                 log.info("reply to a departed client dropped: %s", exc)
 

@@ -56,6 +56,26 @@ def secure_client(sock: zmq.Socket, keys: str) -> None:
     sock.curve_secretkey, sock.curve_publickey, sock.curve_serverkey = secret, public, server_public
 
 
+# --- messages on a socket ------------------------------------------------------------------------
+_MORE = int(zmq.SNDMORE)  # a plain int: pyzmq's send_multipart ORs enum flags (about 1.5 us a message)
+
+
+def send_frames(sock: zmq.Socket, frames: Sequence[Any]) -> None:
+    """Send one multipart message (zmq.Again, or EHOSTUNREACH on a ROUTER, come from the first frame:
+    a message is queued whole or not at all)."""
+    last = len(frames) - 1
+    for k, frame in enumerate(frames):
+        sock.send(frame, _MORE if k < last else 0, copy=False)  # (small frames are copied anyway)
+
+
+def recv_frames(sock: zmq.Socket, flags: int = 0) -> list:
+    """Receive one multipart message as zmq.Frames (its later parts have already arrived with the first)."""
+    frames = [sock.recv(flags, copy=False)]
+    while frames[-1].more:
+        frames.append(sock.recv(flags, copy=False))
+    return frames
+
+
 # --- one-shot requests ---------------------------------------------------------------------------
 def exchange(endpoint: str, ops: Sequence[tuple], *, timeout: float, keys: str | None = None) -> list:
     """Send ``ops`` as one request on a fresh socket; their ``[ok, value]`` results, one per op.
