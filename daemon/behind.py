@@ -158,26 +158,31 @@ class WriteBehind:
         return bool(self._pending) and (self.rows >= MAX_PENDING_ROWS or self.nbytes >= MAX_PENDING_BYTES
                                         or time.monotonic() - self.since >= MAX_PENDING_S)
 
-    def flush(self) -> None:
-        """Write every queued row, one slice write per variable; OSError naming the variable if one fails.
+    def flush(self, path: str | None = None) -> None:
+        """Write the queued rows of ``path`` (default: of every variable), one slice write per
+        variable; OSError naming the variable if one fails.
 
         What was written leaves the queue (its last rows stay in memory for reads);
         the failed variable and the rest stay for the next try.
         """
-        while self._pending:
-            path, waiting = next(iter(self._pending.items()))
-            try:
-                for offset, data in waiting.pieces():
-                    write_rows(waiting.var.ncvar, waiting.start + offset, data)
-            except Exception as exc:
-                self.error = f"{path}: writing {waiting.count} acknowledged entries to {self.file_name} failed " \
-                             f"(they are safe in the journal; retried): {type(exc).__name__}: {exc}"
-                raise OSError(self.error) from exc
-            del self._pending[path]
-            self.rows -= waiting.count
-            self.nbytes -= waiting.nbytes
-            self.remember(path, waiting.start + offset, data)  # (the last piece: recent rows for reads)
-        self.error = None
+        for key in list(self._pending) if path is None else [path] if path in self._pending else []:
+            self._write(key)
+        if not self._pending:
+            self.error = None
+
+    def _write(self, path: str) -> None:
+        waiting = self._pending[path]
+        try:
+            for offset, data in waiting.pieces():
+                write_rows(waiting.var.ncvar, waiting.start + offset, data)
+        except Exception as exc:
+            self.error = f"{path}: writing {waiting.count} acknowledged entries to {self.file_name} failed " \
+                         f"(they are safe in the journal; retried): {type(exc).__name__}: {exc}"
+            raise OSError(self.error) from exc
+        del self._pending[path]
+        self.rows -= waiting.count
+        self.nbytes -= waiting.nbytes
+        self.remember(path, waiting.start + offset, data)  # (the last piece: recent rows for reads)
 
     def waits(self, path: str) -> bool:
         """Whether entries of ``path`` wait for the file."""

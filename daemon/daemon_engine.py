@@ -51,15 +51,16 @@ class DaemonEngine(NetCDFIODriver):
             self.behind.stage(reservation.path, reservation.var, reservation.start, reservation.rows)
         return reservation.results
 
-    def flush(self) -> None:
-        """Write every queued append to the file (OSError naming the variable if that fails)."""
-        if self.behind.rows:
+    def flush(self, path: str | None = None) -> None:
+        """Write the queued appends of ``path`` (default: all) to the file (OSError naming the
+        variable if that fails; the others are not held up by it)."""
+        if self.behind.rows if path is None else self.behind.waits(path):
             try:
                 check_writable(self.file_name, self.behind.nbytes)  # never start a write bound to fail
             except OSError as exc:
                 self.behind.error = str(exc)
                 raise
-            self.behind.flush()
+            self.behind.flush(path)
 
     def sync(self) -> None:
         self.flush()
@@ -93,8 +94,7 @@ class DaemonEngine(NetCDFIODriver):
             key = normalize_path(path)
         except (TypeError, ValueError):  # the driver's own checks raise the error
             return super().write_variable(path, data, at_index)
-        if self.behind.waits(key):
-            self.flush()  # the entry it overwrites may still be waiting
+        self.flush(key)  # the entry it overwrites may still be waiting
         try:
             super().write_variable(path, data, at_index)
         finally:
@@ -109,8 +109,7 @@ class DaemonEngine(NetCDFIODriver):
         """
         path = _variable_path(path)
         self._check_writable()
-        if self.behind.waits(path):
-            self.flush()
+        self.flush(path)
         self.behind.forget(path)
         var = self._variable(path)
         if var is None or not var.appendable or start < 0 or start + len(values) > var.length:

@@ -191,24 +191,29 @@ def test_a_failed_file_write_keeps_its_rows_and_is_retried(tmp_path, monkeypatch
         _stage(engine, "x", [1.0, 2.0])
         _stage(engine, "y", [3.0])
 
-        def failing(ncvar, start, data):
-            raise RuntimeError("NetCDF: HDF error")
+        def failing_for_x(ncvar, start, data):  # only x's file writes fail
+            if ncvar.name == "x":
+                raise RuntimeError("NetCDF: HDF error")
+            real(ncvar, start, data)
 
-        monkeypatch.setattr(behind, "write_rows", failing)
+        monkeypatch.setattr(behind, "write_rows", failing_for_x)
         with pytest.raises(OSError, match=r"x: writing 2 acknowledged entries to .*run.nc failed .*safe in the journal"):
             engine.flush()
         assert engine.behind.rows == 3 and engine.behind.error is not None
         assert engine.read_variable("x").tolist() == [1.0, 2.0]  # reads do not need the file write
         engine.write_variable("other", 5.0)  # nor do writes to a variable with nothing waiting
+        engine.write_variable("y", 4.0, at_index=0)  # nor to another variable whose rows wait: only its own go first
+        assert engine.behind.rows == 2 and engine.behind.waits("x") and not engine.behind.waits("y")
+        assert engine.behind.error is not None  # x still fails: still reported
         with pytest.raises(OSError, match="x: writing 2 acknowledged entries"):
-            engine.write_variable("x", 9.0, at_index=0)  # one that overwrites a waiting entry does
+            engine.write_variable("x", 9.0, at_index=0)  # one that overwrites a waiting entry of x does
         monkeypatch.setattr(behind, "write_rows", real)
         engine.flush()
         assert engine.behind.rows == 0 and engine.behind.error is None
     finally:
         engine.close()
     with NetCDFIODriver(str(tmp_path / "run.nc"), "r") as fresh:
-        assert fresh.read_variable("x").tolist() == [1.0, 2.0] and fresh.read_variable("y").tolist() == [3.0]
+        assert fresh.read_variable("x").tolist() == [1.0, 2.0] and fresh.read_variable("y").tolist() == [4.0]
 
 
 def test_waiting_rows_and_the_cache_stay_bounded(tmp_path, monkeypatch):
