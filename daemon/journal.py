@@ -166,11 +166,12 @@ class Journal:
 def _record_parts(record: Commit | Snapshot) -> tuple[list, int]:
     """The buffers of one framed record (header, frame index, frames) and their total size."""
     views = [memoryview(f).cast("B") for f in pack(_plain(record))]
-    index = _COUNT.pack(len(views)) + b"".join(_SIZE.pack(v.nbytes) for v in views)
+    sizes = [view.nbytes for view in views]
+    index = struct.pack(f"<I{len(sizes)}Q", len(sizes), *sizes)  # (_COUNT, then a _SIZE per frame)
     crc = zlib.crc32(index)
     for view in views:
         crc = zlib.crc32(view, crc)
-    length = len(index) + sum(v.nbytes for v in views)
+    length = len(index) + sum(sizes)
     return [_RECORD.pack(length, crc), index, *views], _RECORD.size + length
 
 

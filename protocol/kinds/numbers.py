@@ -18,13 +18,14 @@ class PythonNumber(Kind):
 
     def __init__(self, py: type, disk: np.dtype):
         self.io_type, self.py, self.disk, self.py_types = py.__name__, py, disk, (py,)
+        self._signature = Signature(self.io_type, self.io_type, (1,), disk)  # (the same for every value)
 
     def signature(self, value: Any) -> Signature | None:
         if type(value) is not self.py:
             return None
         if self.py is int:
             check_int64(value)
-        return Signature(self.io_type, self.io_type, (1,), self.disk)
+        return self._signature
 
     def decode_one(self, raw: Any, sig: Signature) -> Any:
         return self.py(scalar(raw))
