@@ -171,6 +171,7 @@ class WriteBehind:
             self.error = None
 
     def _write(self, path: str) -> None:
+        """Write the waiting rows of ``path``; on success they leave the queue for the recent rows."""
         waiting = self._pending[path]
         try:
             for offset, data in waiting.pieces():

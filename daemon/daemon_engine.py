@@ -54,7 +54,8 @@ class DaemonEngine(NetCDFIODriver):
     def flush(self, path: str | None = None) -> None:
         """Write the queued appends of ``path`` (default: all) to the file (OSError naming the
         variable if that fails; the others are not held up by it)."""
-        if self.behind.rows if path is None else self.behind.waits(path):
+        waiting = self.behind.rows if path is None else self.behind.waits(path)
+        if waiting:
             try:
                 check_writable(self.file_name, self.behind.nbytes)  # never start a write bound to fail
             except OSError as exc:

@@ -14,8 +14,8 @@ from .security import secure_server
 log = logging.getLogger("nstored")
 
 HIGH_WATER_MARK = 8  # requests queued per peer before its sends block: bounds daemon memory
-_EVENTS, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)  # plain ints: pyzmq's enum
-# operators cost calls per turn
+# plain ints: pyzmq's enum operators cost calls per turn
+_EVENTS, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
 
 
 class Router:
