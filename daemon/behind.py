@@ -163,10 +163,17 @@ class WriteBehind:
         variable; OSError naming the variable if one fails.
 
         What was written leaves the queue (its last rows stay in memory for reads);
-        the failed variable and the rest stay for the next try.
+        a variable whose write fails stays for the next try and holds up no other.
         """
+        failed = None
         for key in list(self._pending) if path is None else [path] if path in self._pending else []:
-            self._write(key)
+            try:
+                self._write(key)
+            except OSError as exc:
+                failed = failed or exc
+        if failed is not None:
+            self.error = str(failed)
+            raise failed
         if not self._pending:
             self.error = None
 

@@ -199,9 +199,11 @@ def test_a_failed_file_write_keeps_its_rows_and_is_retried(tmp_path, monkeypatch
         monkeypatch.setattr(behind, "write_rows", failing_for_x)
         with pytest.raises(OSError, match=r"x: writing 2 acknowledged entries to .*run.nc failed .*safe in the journal"):
             engine.flush()
-        assert engine.behind.rows == 3 and engine.behind.error is not None
+        assert engine.behind.rows == 2 and engine.behind.error is not None  # x failed; y, after it, was written
+        assert engine.behind.waits("x") and not engine.behind.waits("y")
         assert engine.read_variable("x").tolist() == [1.0, 2.0]  # reads do not need the file write
         engine.write_variable("other", 5.0)  # nor do writes to a variable with nothing waiting
+        _stage(engine, "y", [3.5])
         engine.write_variable("y", 4.0, at_index=0)  # nor to another variable whose rows wait: only its own go first
         assert engine.behind.rows == 2 and engine.behind.waits("x") and not engine.behind.waits("y")
         assert engine.behind.error is not None  # x still fails: still reported
@@ -213,7 +215,7 @@ def test_a_failed_file_write_keeps_its_rows_and_is_retried(tmp_path, monkeypatch
     finally:
         engine.close()
     with NetCDFIODriver(str(tmp_path / "run.nc"), "r") as fresh:
-        assert fresh.read_variable("x").tolist() == [1.0, 2.0] and fresh.read_variable("y").tolist() == [4.0]
+        assert fresh.read_variable("x").tolist() == [1.0, 2.0] and fresh.read_variable("y").tolist() == [4.0, 3.5]
 
 
 def test_waiting_rows_and_the_cache_stay_bounded(tmp_path, monkeypatch):
